@@ -1,0 +1,174 @@
+"""The broker contract: publish, consume in a group with ack/nack, read a range, ensure a topic, close.
+
+Every backend (`memory.py`, `redis_streams.py`, `kafka.py`) implements `Broker` and passes the one
+conformance suite in tests/integration/test_broker_conformance.py. Backends import this module,
+`brokers.errors`, `brokers.settings`, `schemas` and their own client library; never each other.
+
+    async with brokers.connect("redis://127.0.0.1:6379/0") as broker:
+        await broker.ensure_topic("ringrift:data")
+        record_id = await broker.publish("ringrift:data", RouterEvent.new("TRAINING_COMPLETED", {}))
+        async for delivery in broker.consume("ringrift:data", group="trainer"):
+            ...                      # delivery.event is None when the record could not be decoded
+            await delivery.ack()     # or nack(): deliver again (attempt + 1)
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from brokers.errors import RecordTooLarge
+from schemas.envelope import DecodeError, RouterEvent, decode, encode
+
+__all__ = ["Broker", "Capabilities", "Delivery", "Record", "StartPosition"]
+
+StartPosition = Literal["earliest", "latest"]
+Settle = Callable[["Delivery", bool], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend guarantees; the conformance suite reads it."""
+
+    persistent: bool
+    partitions: bool  # topics have several partitions (group members split them)
+    attempt_counts: bool  # Delivery.attempt counts redeliveries across processes
+    replay_by_time: bool = True
+
+
+class Delivery:
+    """One record handed to one member of a consumer group. `ack`/`nack` are idempotent."""
+
+    __slots__ = ("_done", "_settle", "attempt", "error", "event", "headers", "key", "partition",
+                 "raw", "record_id", "timestamp", "topic")
+
+    def __init__(self, *, event: RouterEvent | None, record_id: str, topic: str, settle: Settle,
+                 key: str | None = None, attempt: int = 1, error: str | None = None,
+                 raw: bytes | None = None, partition: int | None = None, timestamp: float | None = None,
+                 headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        self.event = event
+        self.record_id = record_id
+        self.topic = topic
+        self.key = key
+        self.attempt = attempt
+        self.error = error  # why the record could not be decoded (event is None then)
+        self.raw = raw  # the record's bytes when it could not be decoded
+        self.partition = partition
+        self.timestamp = timestamp
+        self.headers = headers
+        self._settle = settle
+        self._done = False
+
+    @property
+    def settled(self) -> bool:
+        return self._done
+
+    async def ack(self) -> None:
+        """Done with this record: it is not delivered to this group again."""
+        if not self._done:
+            self._done = True
+            await self._settle(self, True)
+
+    async def nack(self) -> None:
+        """Not done: deliver this record again (to this or another member) with attempt + 1."""
+        if not self._done:
+            self._done = True
+            await self._settle(self, False)
+
+    def __repr__(self) -> str:
+        what = self.event.event_type if self.event is not None else f"undecodable: {self.error}"
+        return f"<Delivery {self.topic}@{self.record_id} attempt={self.attempt} {what}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record read for replay (no group involved)."""
+
+    event: RouterEvent | None
+    record_id: str
+    timestamp: float
+    key: str | None = None
+    error: str | None = None
+    raw: bytes | None = None
+
+
+def decode_record(raw: bytes, *, topic: str, partition: int | None, offset: int | str,
+                  timestamp: float | None, headers: Any = None) -> tuple[RouterEvent | None, str | None]:
+    """(event, None) or (None, reason): backends never drop a record they cannot read."""
+    try:
+        return decode(raw, topic=topic, partition=partition, offset=offset, headers=headers,
+                      timestamp=timestamp), None
+    except DecodeError as exc:
+        return None, exc.reason
+
+
+def check_size(value: bytes, limit: int, topic: str) -> None:
+    """Refuse a record above the size limit (every backend's publish_raw calls this)."""
+    if len(value) > limit:
+        raise RecordTooLarge(len(value), limit, topic)
+
+
+class Broker(abc.ABC):
+    """One connection to one broker. Use `async with` or `start()`/`close()`."""
+
+    capabilities: ClassVar[Capabilities]
+    url: str
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect (within the retry budget); raises BrokerUnavailable or AuthenticationFailed."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush what is pending and disconnect. Idempotent."""
+
+    @abc.abstractmethod
+    async def ensure_topic(self, name: str, partitions: int = 1) -> None:
+        """Create the topic/stream if missing (existing ones are left as they are)."""
+
+    async def publish(self, topic: str, event: RouterEvent, key: str | None = None) -> str:
+        """Append one event; returns its record id once the broker acknowledged it."""
+        return await self.publish_raw(topic, encode(event), key)
+
+    async def publish_batch(self, topic: str, events: Sequence[RouterEvent],
+                            key: str | None = None) -> list[str]:
+        """Append many events in as few round trips as the broker allows; ids in order."""
+        return await self.publish_raw_batch(topic, [encode(e) for e in events], key)
+
+    @abc.abstractmethod
+    async def publish_raw(self, topic: str, value: bytes, key: str | None = None,
+                          headers: Sequence[tuple[str, bytes]] | None = None) -> str:
+        """Append already-encoded bytes (re-drives, bridges, tools); refuses oversized records."""
+
+    @abc.abstractmethod
+    async def publish_raw_batch(self, topic: str, values: Sequence[bytes],
+                                key: str | None = None) -> list[str]:
+        """Append many already-encoded records."""
+
+    @abc.abstractmethod
+    def consume(self, topic: str, group: str, consumer: str | None = None, *,
+                start: StartPosition = "earliest", batch_size: int = 100,
+                claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
+        """Deliveries for one member of `group`. Members share the work; a dead member's
+        unacknowledged deliveries go to another member. Undecodable records come with event=None."""
+
+    @abc.abstractmethod
+    def read(self, topic: str, *, since: datetime | None = None, until: datetime | None = None,
+             start_id: str | None = None, end_id: str | None = None,
+             limit: int | None = None) -> AsyncIterator[Record]:
+        """Records in a time or id range (inclusive), oldest first, outside any group."""
+
+    @property
+    @abc.abstractmethod
+    def max_record_bytes(self) -> int:
+        """The size limit of one encoded record."""

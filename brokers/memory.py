@@ -1,0 +1,183 @@
+"""The in-process broker: the reference implementation of the contract, short and obviously right.
+
+For unit tests and single-process use, never as a stand-in for an integration test of Redis or Kafka.
+Brokers connected to the same `memory://name` in one process share their topics. Semantics follow
+Redis Streams: one ordered log per topic; a group has a cursor and a pending list; a delivery stays
+pending until acked; a nacked one is delivered again; one left pending longer than `claim_idle_ms`
+(its member died or walked away) is handed to whichever member asks next, with attempt + 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+from brokers.base import Broker, Capabilities, Delivery, Record, StartPosition, check_size, decode_record
+from brokers.errors import BrokerClosed
+from brokers.settings import MemorySettings
+
+__all__ = ["MemoryBroker"]
+
+
+@dataclass(slots=True)
+class _Entry:
+    seq: int
+    value: bytes
+    key: str | None
+    timestamp: float
+    headers: Sequence[tuple[str, bytes]] | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    consumer: str
+    since: float
+    count: int
+
+
+@dataclass
+class _Group:
+    cursor: int
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    redeliver: deque[int] = field(default_factory=deque)
+
+
+@dataclass
+class _Topic:
+    entries: list[_Entry] = field(default_factory=list)
+    groups: dict[str, _Group] = field(default_factory=dict)
+    waiters: set[asyncio.Future[None]] = field(default_factory=set)
+
+    def wake(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+
+_stores: dict[str, dict[str, _Topic]] = {}
+
+
+class MemoryBroker(Broker):
+    capabilities = Capabilities(persistent=False, partitions=False, attempt_counts=True)
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        self.url = url
+        self.settings = MemorySettings.from_url(url, **options)
+        self._topics = _stores.setdefault(self.settings.name, {})
+        self._closed = False
+
+    @property
+    def max_record_bytes(self) -> int:
+        return self.settings.max_record_bytes
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _topic(self, name: str) -> _Topic:
+        if self._closed:
+            raise BrokerClosed("memory broker is closed")
+        return self._topics.setdefault(name, _Topic())
+
+    async def ensure_topic(self, name: str, partitions: int = 1) -> None:
+        self._topic(name)
+
+    async def publish_raw(self, topic: str, value: bytes, key: str | None = None,
+                          headers: Sequence[tuple[str, bytes]] | None = None) -> str:
+        check_size(value, self.max_record_bytes, topic)
+        log = self._topic(topic)
+        entry = _Entry(len(log.entries), value, key, time.time(), headers)
+        log.entries.append(entry)
+        log.wake()
+        return str(entry.seq)
+
+    async def publish_raw_batch(self, topic: str, values: Sequence[bytes],
+                                key: str | None = None) -> list[str]:
+        for value in values:
+            check_size(value, self.max_record_bytes, topic)
+        return [await self.publish_raw(topic, value, key) for value in values]
+
+    async def consume(self, topic: str, group: str, consumer: str | None = None, *,
+                      start: StartPosition = "earliest", batch_size: int = 100,
+                      claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
+        log = self._topic(topic)
+        me = consumer or uuid4().hex
+        state = log.groups.setdefault(group, _Group(cursor=0 if start == "earliest" else len(log.entries)))
+
+        async def settle(delivery: Delivery, ok: bool) -> None:
+            seq = int(delivery.record_id)
+            if ok:
+                state.pending.pop(seq, None)
+            elif seq in state.pending:
+                state.redeliver.append(seq)
+                log.wake()
+
+        while True:
+            seq = self._next(log, state, me, claim_idle_ms / 1000)
+            if seq is None:
+                waiter = asyncio.get_running_loop().create_future()
+                log.waiters.add(waiter)
+                try:
+                    await asyncio.wait_for(waiter, timeout=max(0.01, min(claim_idle_ms / 2000, 0.2)))
+                except TimeoutError:
+                    pass
+                if self._closed:
+                    return
+                continue
+            entry, pending = log.entries[seq], state.pending[seq]
+            event, error = decode_record(entry.value, topic=topic, partition=None, offset=entry.seq,
+                                         timestamp=entry.timestamp, headers=entry.headers)
+            yield Delivery(event=event, record_id=str(seq), topic=topic, key=entry.key,
+                           attempt=pending.count, error=error, raw=entry.value if event is None else None,
+                           timestamp=entry.timestamp, headers=entry.headers, settle=settle)
+
+    @staticmethod
+    def _next(log: _Topic, state: _Group, me: str, claim_idle_s: float) -> int | None:
+        """The next record for `me`: a nacked one, then a claimable one, then a new one."""
+        now = time.monotonic()
+        while state.redeliver:
+            seq = state.redeliver.popleft()
+            if seq in state.pending:
+                pending = state.pending[seq]
+                pending.consumer, pending.since, pending.count = me, now, pending.count + 1
+                return seq
+        for seq, pending in state.pending.items():
+            if pending.consumer != me and now - pending.since >= claim_idle_s:
+                pending.consumer, pending.since, pending.count = me, now, pending.count + 1
+                return seq
+        if state.cursor < len(log.entries):
+            seq = state.cursor
+            state.cursor += 1
+            state.pending[seq] = _Pending(me, now, 1)
+            return seq
+        return None
+
+    async def read(self, topic: str, *, since: datetime | None = None, until: datetime | None = None,
+                   start_id: str | None = None, end_id: str | None = None,
+                   limit: int | None = None) -> AsyncIterator[Record]:
+        lo = since.timestamp() if since else float("-inf")
+        hi = until.timestamp() if until else float("inf")
+        first = int(start_id) if start_id is not None else 0
+        last = int(end_id) if end_id is not None else None
+        count = 0
+        for entry in list(self._topic(topic).entries[first:]):
+            if last is not None and entry.seq > last:
+                return
+            if not lo <= entry.timestamp <= hi:
+                continue
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            event, error = decode_record(entry.value, topic=topic, partition=None, offset=entry.seq,
+                                         timestamp=entry.timestamp, headers=entry.headers)
+            yield Record(event=event, record_id=str(entry.seq), timestamp=entry.timestamp, key=entry.key,
+                         error=error, raw=entry.value if event is None else None)

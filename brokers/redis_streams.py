@@ -1,0 +1,313 @@
+"""The Redis Streams broker: a topic is a stream, a group is a consumer group.
+
+Where the JSON lives: a stream entry whose field `event` holds the envelope (optional fields: `key`,
+and CloudEvents binary-mode attributes as `ce_*` fields), so any client can publish:
+
+    redis-cli XADD ringrift:data '*' event '{"event_type":"TRAINING_COMPLETED","payload":{}}'
+
+Publishes from many tasks are coalesced into one pipeline per round trip, and so are acks (one
+XACK for many ids). Streams are trimmed by approximate MAXLEN on every XADD (`stream_maxlen`).
+A member's unacknowledged entries are handed to another member by XAUTOCLAIM once idle for
+`claim_idle_ms`; a restarted member with the same name gets its own pending entries first.
+`Delivery.attempt` is the entry's delivery count from the pending list, so it survives process death.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from brokers._coalesce import Coalescer
+from brokers._retry import retry_within_budget
+from brokers.base import Broker, Capabilities, Delivery, Record, StartPosition, check_size, decode_record
+from brokers.errors import AuthenticationFailed, BrokerClosed, BrokerError, BrokerUnavailable
+from brokers.settings import RedisSettings
+
+__all__ = ["RedisStreamsBroker", "translate_redis_error"]
+
+_EVENT, _KEY = b"event", b"key"
+
+
+def translate_redis_error(exc: BaseException, what: str) -> BrokerError:
+    """The brokers.errors equivalent of a redis-py exception."""
+    # AuthenticationError and NoPermissionError are ConnectionError/ResponseError subclasses: test them first.
+    if isinstance(exc, rexc.AuthenticationError | rexc.AuthenticationWrongNumberOfArgsError |
+                  rexc.NoPermissionError):
+        return AuthenticationFailed(f"{what}: Redis refused the credentials or ACL: {exc}")
+    if isinstance(exc, rexc.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
+        return AuthenticationFailed(f"{what}: Redis refused the credentials or ACL: {exc}")
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | rexc.BusyLoadingError):
+        return BrokerUnavailable(f"{what}: Redis unreachable: {exc}")
+    if isinstance(exc, rexc.ResponseError) and str(exc).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN")):
+        return BrokerUnavailable(f"{what}: Redis not ready: {exc}")
+    return BrokerError(f"{what}: {exc}")
+
+
+def _ms_to_id(seconds: float, upper: bool) -> str:
+    ms = int(seconds * 1000)
+    return f"{ms}-18446744073709551615" if upper else f"{ms}-0"
+
+
+def _id_time(entry_id: str) -> float:
+    return int(entry_id.partition("-")[0]) / 1000
+
+
+class RedisStreamsBroker(Broker):
+    capabilities = Capabilities(persistent=True, partitions=False, attempt_counts=True)
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        self.settings = RedisSettings.from_url(url, **options)
+        self._client: aioredis.Redis | None = None
+        self._publisher: Coalescer[tuple[str, dict[bytes, bytes]], str] = Coalescer(
+            self._flush_xadds, lambda: BrokerUnavailable("publish interrupted: its flush was cancelled"))
+        self._ackers: dict[tuple[str, str], Coalescer[str, None]] = {}
+
+    @property
+    def max_record_bytes(self) -> int:
+        return self.settings.max_record_bytes
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BrokerClosed("Redis broker is not started (use `async with` or `await broker.start()`)")
+        return self._client
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        s = self.settings
+        extra: dict[str, Any] = {"ssl_ca_certs": s.ssl_ca_certs} if s.ssl_ca_certs else {}
+        client = aioredis.Redis.from_url(
+            s.url, username=s.username, password=s.password, socket_connect_timeout=s.connect_timeout_s,
+            socket_timeout=s.socket_timeout_s, decode_responses=False, protocol=2,
+            client_name=f"ringrift-{socket.gethostname()}-{os.getpid()}", **extra)
+        try:
+            await self._call(client.ping, "connect")
+        except BrokerError:
+            await client.aclose()
+            raise
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def _call(self, op: Any, what: str, *args: Any, **kwargs: Any) -> Any:
+        """One Redis command, translated errors, retried within the budget."""
+        async def once() -> Any:
+            try:
+                return await op(*args, **kwargs)
+            except rexc.RedisError as exc:
+                raise translate_redis_error(exc, what) from exc
+            except OSError as exc:
+                raise translate_redis_error(exc, what) from exc
+        return await retry_within_budget(once, self.settings.retry_budget_s, what)
+
+    async def ensure_topic(self, name: str, partitions: int = 1) -> None:
+        if not await self._call(self.client.exists, f"ensure {name}", name):
+            # An empty stream exists only with an entry ever added; add and delete a marker.
+            marker = await self._call(self.client.xadd, f"ensure {name}", name, {b"init": b"1"})
+            await self._call(self.client.xdel, f"ensure {name}", name, marker)
+
+    # -- publish -----------------------------------------------------------------------------------
+
+    async def publish_raw(self, topic: str, value: bytes, key: str | None = None,
+                          headers: Sequence[tuple[str, bytes]] | None = None) -> str:
+        check_size(value, self.max_record_bytes, topic)
+        fields = {_EVENT: value}
+        if key is not None:
+            fields[_KEY] = key.encode()
+        for name, raw in headers or ():
+            fields[name.encode()] = raw
+        item = (topic, fields)
+        return await retry_within_budget(lambda: self._publisher.submit(item), self.settings.retry_budget_s,
+                                         f"publish to {topic}")
+
+    async def publish_raw_batch(self, topic: str, values: Sequence[bytes],
+                                key: str | None = None) -> list[str]:
+        for value in values:
+            check_size(value, self.max_record_bytes, topic)
+        extra = {_KEY: key.encode()} if key is not None else {}
+        items = [(topic, {_EVENT: value, **extra}) for value in values]
+        results = await retry_within_budget(lambda: self._flush_xadds(items), self.settings.retry_budget_s,
+                                            f"publish batch to {topic}")
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]
+
+    async def _flush_xadds(self, items: list[tuple[str, dict[bytes, bytes]]]) -> list[str | BaseException]:
+        maxlen = self.settings.stream_maxlen
+        try:
+            if len(items) == 1:
+                topic, fields = items[0]
+                return [(await self.client.xadd(topic, fields, maxlen=maxlen, approximate=True)).decode()]
+            pipe = self.client.pipeline(transaction=False)
+            for topic, fields in items:
+                pipe.xadd(topic, fields, maxlen=maxlen, approximate=True)
+            replies = await pipe.execute(raise_on_error=False)
+        except (rexc.RedisError, OSError) as exc:
+            raise translate_redis_error(exc, "publish") from exc
+        return [translate_redis_error(r, "publish") if isinstance(r, Exception) else r.decode() for r in replies]
+
+    # -- consume -----------------------------------------------------------------------------------
+
+    async def _ensure_group(self, topic: str, group: str, start: StartPosition) -> None:
+        try:
+            await self._call(self.client.xgroup_create, f"create group {group}", topic, group,
+                             id="0" if start == "earliest" else "$", mkstream=True)
+        except BrokerError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _acker(self, topic: str, group: str) -> Coalescer[str, None]:
+        acker = self._ackers.get((topic, group))
+        if acker is None:
+            async def flush(ids: list[str]) -> list[None]:
+                try:
+                    await self.client.xack(topic, group, *ids)
+                except (rexc.RedisError, OSError) as exc:
+                    raise translate_redis_error(exc, f"ack on {topic}") from exc
+                return [None] * len(ids)
+            acker = self._ackers[(topic, group)] = Coalescer(
+                flush, lambda: BrokerUnavailable("ack interrupted: its flush was cancelled"))
+        return acker
+
+    async def consume(self, topic: str, group: str, consumer: str | None = None, *,
+                      start: StartPosition = "earliest", batch_size: int = 100,
+                      claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
+        me = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        await self._ensure_group(topic, group, start)
+        acker = self._acker(topic, group)
+        budget = self.settings.retry_budget_s
+        nacked: deque[Delivery] = deque()
+
+        async def settle(delivery: Delivery, ok: bool) -> None:
+            if ok:
+                await retry_within_budget(lambda: acker.submit(delivery.record_id), budget, f"ack on {topic}")
+            else:
+                nacked.append(delivery)
+
+        history: str | None = "0"  # first this member's own pending entries (a restart with the same name)
+        next_claim = 0.0
+        while True:
+            if nacked:
+                for delivery in await self._reclaim(topic, group, me, nacked, settle):
+                    yield delivery
+                continue
+            if time.monotonic() >= next_claim:
+                next_claim = time.monotonic() + max(claim_idle_ms / 2000, 0.05)
+                claimed = await self._autoclaim(topic, group, me, claim_idle_ms, batch_size)
+                if claimed:
+                    for delivery in await self._deliveries(topic, group, me, claimed, settle, counted=True):
+                        yield delivery
+                    continue
+            # Shielded: a cancellation that lands inside redis-py's blocking read can be lost there
+            # (seen with redis 8.1), leaving the consumer's task hung. The read ends by itself after
+            # block_ms; whatever it fetched stays pending for this member and is claimed later.
+            read = asyncio.ensure_future(self._call(
+                self.client.xreadgroup, f"read {topic}", group, me, {topic: history or ">"},
+                count=batch_size, block=None if history else self.settings.block_ms))
+            read.add_done_callback(_retrieve)
+            reply = await asyncio.shield(read)
+            entries = reply[0][1] if reply else []
+            counted = history is not None
+            if history is not None:
+                history = entries[-1][0].decode() if len(entries) == batch_size else None
+            for delivery in await self._deliveries(topic, group, me, entries, settle, counted=counted):
+                yield delivery
+
+    async def _autoclaim(self, topic: str, group: str, me: str, idle_ms: int, count: int) -> list[Any]:
+        reply = await self._call(self.client.xautoclaim, f"claim on {topic}", topic, group, me,
+                                 min_idle_time=idle_ms, start_id="0-0", count=count)
+        claimed, deleted = reply[1], reply[2] if len(reply) > 2 else []
+        if deleted:  # trimmed away while pending: nothing left to deliver
+            await self._call(self.client.xack, f"ack on {topic}", topic, group, *deleted)
+        return claimed
+
+    async def _reclaim(self, topic: str, group: str, me: str, nacked: deque[Delivery],
+                       settle: Any) -> list[Delivery]:
+        """Deliver nacked entries again; XCLAIM bumps their delivery count in the pending list."""
+        ids = [nacked.popleft().record_id for _ in range(len(nacked))]
+        entries = await self._call(self.client.xclaim, f"redeliver on {topic}", topic, group, me, 0, ids)
+        return await self._deliveries(topic, group, me, entries, settle, counted=True)
+
+    async def _deliveries(self, topic: str, group: str, me: str, entries: list[Any], settle: Any,
+                          counted: bool) -> list[Delivery]:
+        """Deliveries for raw entries; `counted` entries read their attempt from the pending list."""
+        counts: dict[bytes, int] = {}
+        if counted and entries:
+            pending = await self._call(self.client.xpending_range, f"pending on {topic}", topic, group,
+                                       min=entries[0][0], max=entries[-1][0], count=len(entries) * 2,
+                                       consumername=me)
+            counts = {p["message_id"]: p["times_delivered"] for p in pending}
+        out = []
+        for entry_id, fields in entries:
+            rid = entry_id.decode()
+            if fields is None:  # deleted while pending
+                await self._call(self.client.xack, f"ack on {topic}", topic, group, entry_id)
+                continue
+            out.append(self._delivery(topic, rid, fields, counts.get(entry_id, 1), settle))
+        return out
+
+    @staticmethod
+    def _delivery(topic: str, rid: str, fields: dict[bytes, bytes], attempt: int, settle: Any) -> Delivery:
+        raw = fields.get(_EVENT)
+        key = fields[_KEY].decode() if _KEY in fields else None
+        ts = _id_time(rid)
+        if raw is None:
+            names = ", ".join(sorted(f.decode("utf-8", "replace") for f in fields))
+            return Delivery(event=None, record_id=rid, topic=topic, key=key, attempt=attempt, timestamp=ts,
+                            error=f"stream entry has no 'event' field (fields: {names})",
+                            raw=repr(fields).encode(), settle=settle)
+        headers = [(f.decode(), v) for f, v in fields.items() if f.startswith(b"ce_")] or None
+        event, error = decode_record(raw, topic=topic, partition=None, offset=rid, timestamp=ts, headers=headers)
+        return Delivery(event=event, record_id=rid, topic=topic, key=key, attempt=attempt, error=error,
+                        raw=raw if event is None else None, timestamp=ts, headers=headers, settle=settle)
+
+    # -- replay ------------------------------------------------------------------------------------
+
+    async def read(self, topic: str, *, since: datetime | None = None, until: datetime | None = None,
+                   start_id: str | None = None, end_id: str | None = None,
+                   limit: int | None = None) -> AsyncIterator[Record]:
+        low = start_id or (_ms_to_id(since.timestamp(), upper=False) if since else "-")
+        high = end_id or (_ms_to_id(until.timestamp(), upper=True) if until else "+")
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = 500 if remaining is None else min(500, remaining)
+            entries = await self._call(self.client.xrange, f"read {topic}", topic, low, high, count=page)
+            for entry_id, fields in entries:
+                rid = entry_id.decode()
+                if _EVENT not in fields:
+                    continue  # ensure_topic's marker and foreign non-event entries are not events
+                delivery = self._delivery(topic, rid, fields, 1, _no_settle)
+                yield Record(event=delivery.event, record_id=rid, timestamp=_id_time(rid), key=delivery.key,
+                             error=delivery.error, raw=delivery.raw)
+            if len(entries) < page:
+                return
+            low = "(" + entries[-1][0].decode()
+            if remaining is not None:
+                remaining -= len(entries)
+
+
+async def _no_settle(delivery: Delivery, ok: bool) -> None:
+    return None
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned read's outcome as seen (it was cancelled from the outside)."""
+    if not task.cancelled():
+        task.exception()
+

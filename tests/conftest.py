@@ -1,0 +1,26 @@
+"""Shared fixtures: brokers of each kind for the conformance suite (see tests/support.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from brokers.base import Broker
+from tests.support import KAFKA_URL, REDIS_URL, make_broker, require_service
+
+
+@pytest.fixture(params=["memory", "redis", "kafka"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    if request.param != "memory":
+        request.applymarker(pytest.mark.integration)
+        require_service(REDIS_URL)
+        if request.param == "kafka":
+            require_service(KAFKA_URL)
+    return request.param
+
+
+@pytest.fixture
+async def broker(broker_kind: str) -> AsyncIterator[Broker]:
+    async with make_broker(broker_kind) as b:
+        yield b

@@ -1,0 +1,57 @@
+"""Test support: where the real services are, unique names, brokers configured for tests.
+
+Integration tests need Redis and Kafka (`scripts/services up` starts them; `scripts/test` does it for
+you). When they are missing, those tests fail loudly with how to start them; they never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+import brokers
+from brokers.base import Broker
+
+REDIS_URL = os.environ.get("RINGRIFT_REDIS_URL", "redis://127.0.0.1:6379/0")
+KAFKA_BOOTSTRAP = os.environ.get("RINGRIFT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+KAFKA_URL = f"kafka://{KAFKA_BOOTSTRAP}"
+
+_service_errors: dict[str, str | None] = {}
+
+
+async def _probe(url: str) -> str | None:
+    try:
+        async with brokers.connect(url, retry_budget_s=2) as broker:
+            await broker.ensure_topic("ringrift.probe")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def require_service(url: str) -> None:
+    """Fail the test (never skip) when the service behind `url` does not answer."""
+    if url not in _service_errors:
+        _service_errors[url] = asyncio.run(_probe(url))
+    if _service_errors[url]:
+        pytest.fail(f"{url} is not reachable ({_service_errors[url]}); start the services with "
+                    "`eval \"$(scripts/services up)\"` or run `scripts/test`", pytrace=False)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def make_broker(kind: str, **options: object) -> Broker:
+    """A broker of `kind` with settings suited to tests (short claim/commit intervals)."""
+    if kind == "memory":
+        return brokers.connect(f"memory://{unique('mem')}", **options)
+    if kind == "redis":
+        return brokers.connect(REDIS_URL, block_ms=100, **options)
+    from brokers.attempts import RedisAttemptStore
+
+    options.setdefault("attempt_store", RedisAttemptStore(REDIS_URL))
+    return brokers.connect(KAFKA_URL, session_timeout_ms=6000, heartbeat_interval_ms=500,
+                           commit_interval_ms=20, **options)
