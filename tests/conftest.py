@@ -24,3 +24,17 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 async def broker(broker_kind: str) -> AsyncIterator[Broker]:
     async with make_broker(broker_kind) as b:
         yield b
+
+
+@pytest.fixture
+def redis_service() -> str:
+    """The real Redis URL; fails the test when Redis does not answer."""
+    require_service(REDIS_URL)
+    return REDIS_URL
+
+
+@pytest.fixture
+def kafka_service(redis_service: str) -> str:
+    """The real Kafka URL (the Kafka broker's attempt store needs Redis too)."""
+    require_service(KAFKA_URL)
+    return KAFKA_URL

@@ -1,0 +1,83 @@
+"""Redis-specific behaviour: credentials, an unreachable server, a restarted member resuming its own
+pending entries, entries written by hand, stream trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+import brokers
+from brokers import AuthenticationFailed, BrokerUnavailable
+from schemas.envelope import RouterEvent
+from tests.support import unique
+
+pytestmark = pytest.mark.integration
+
+
+def _with_user(url: str, user: str, password: str) -> str:
+    return url.replace("redis://", f"redis://{user}:{password}@", 1)
+
+
+async def test_wrong_password_is_one_clear_error_not_a_retry_loop(redis_service: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed, match="refused the credentials"):
+        async with brokers.connect(_with_user(redis_service, "ringrift", "wrong"), retry_budget_s=30):
+            pass
+    assert time.monotonic() - started < 5
+
+
+async def test_right_acl_user_works(redis_service: str) -> None:
+    async with brokers.connect(_with_user(redis_service, "ringrift", "ringrift-secret")) as broker:
+        topic = unique("auth")
+        await broker.ensure_topic(topic)
+        assert await broker.publish(topic, RouterEvent.new("NODE_RECOVERED", {"node_id": "n1"}))
+
+
+async def test_unreachable_redis_raises_broker_unavailable_within_the_budget() -> None:
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="still failing after 1 s"):
+        async with brokers.connect("redis://127.0.0.1:1/0", retry_budget_s=1):
+            pass
+    assert time.monotonic() - started < 10
+
+
+async def test_a_restarted_member_gets_its_own_pending_entries_first(redis_service: str) -> None:
+    topic, group = unique("resume"), unique("g")
+    async with brokers.connect(redis_service, block_ms=100) as broker:
+        await broker.ensure_topic(topic)
+        await broker.publish_batch(topic, [RouterEvent.new("TRAINING_PROGRESS", {"n": i}) for i in range(3)])
+        stream = broker.consume(topic, group, consumer="node-1-trainer")
+        first = [await anext(stream) for _ in range(3)]
+        await first[0].ack()
+        await stream.aclose()  # "crash" with two entries delivered but not acknowledged
+    async with brokers.connect(redis_service, block_ms=100) as broker:
+        stream = broker.consume(topic, group, consumer="node-1-trainer", claim_idle_ms=60_000)
+        again = [await anext(stream) for _ in range(2)]
+        await stream.aclose()
+    assert [d.event.payload["n"] for d in again] == [1, 2]
+    assert [d.attempt for d in again] == [2, 2]
+
+
+async def test_an_entry_without_an_event_field_surfaces_with_its_fields(redis_service: str) -> None:
+    topic = unique("hand")
+    client = aioredis.Redis.from_url(redis_service)
+    await client.xadd(topic, {"payload": "{}", "type": "X"})
+    await client.aclose()
+    async with brokers.connect(redis_service, block_ms=100) as broker:
+        stream = broker.consume(topic, unique("g"))
+        async with asyncio.timeout(10):
+            delivery = await anext(stream)
+        await stream.aclose()
+    assert delivery.event is None
+    assert "no 'event' field (fields: payload, type)" in delivery.error
+
+
+async def test_streams_are_trimmed_to_about_stream_maxlen(redis_service: str) -> None:
+    topic = unique("trim")
+    async with brokers.connect(redis_service, stream_maxlen=100) as broker:
+        await broker.publish_batch(topic, [RouterEvent.new("TRAINING_PROGRESS", {"n": i}) for i in range(1000)])
+        length = len([r async for r in broker.read(topic)])
+    assert 100 <= length < 1000
