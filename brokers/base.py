@@ -18,7 +18,7 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from brokers.errors import RecordTooLarge
 from schemas.envelope import DecodeError, RouterEvent, decode, encode
@@ -114,7 +114,7 @@ def check_size(value: bytes, limit: int, topic: str) -> None:
 class Broker(abc.ABC):
     """One connection to one broker. Use `async with` or `start()`/`close()`."""
 
-    capabilities: ClassVar[Capabilities]
+    capabilities: Capabilities
     url: str
 
     async def __aenter__(self) -> Broker:

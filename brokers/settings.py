@@ -98,7 +98,6 @@ class KafkaSettings:
     request_timeout_ms: int = 15_000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
-    commit_interval_ms: int = 200  # how long acked offsets may wait before one commit covers them
     replication_factor: int = 1
     attempt_store: Any = None  # brokers.attempts.AttemptStore, shared by the group
 

@@ -45,7 +45,7 @@ def unique(prefix: str) -> str:
 
 
 def make_broker(kind: str, **options: object) -> Broker:
-    """A broker of `kind` with settings suited to tests (short claim/commit intervals)."""
+    """A broker of `kind` with settings suited to tests (short blocking reads and sessions)."""
     if kind == "memory":
         return brokers.connect(f"memory://{unique('mem')}", **options)
     if kind == "redis":
@@ -53,5 +53,4 @@ def make_broker(kind: str, **options: object) -> Broker:
     from brokers.attempts import RedisAttemptStore
 
     options.setdefault("attempt_store", RedisAttemptStore(REDIS_URL))
-    return brokers.connect(KAFKA_URL, session_timeout_ms=6000, heartbeat_interval_ms=500,
-                           commit_interval_ms=20, **options)
+    return brokers.connect(KAFKA_URL, session_timeout_ms=6000, heartbeat_interval_ms=500, **options)

@@ -1,5 +1,5 @@
-"""Restart the broker while a loop publishes: every publish that returned is readable afterwards,
-and the loop goes on by itself once the broker is back.
+"""Restart the broker while a loop publishes and a member consumes: every publish that returned is
+readable afterwards and reaches the consumer; both go on by themselves once the broker is back.
 
 Each test runs its own Redis / Kafka instance (other ports, started by scripts/services) so that the
 restart disturbs nothing else.
@@ -58,6 +58,14 @@ async def _publish_through_a_restart(url: str, service: str, port_flag: str, por
                 n += 1
                 await asyncio.sleep(0.005)
 
+        consumed: set[str] = set()
+
+        async def consume_loop() -> None:
+            async for delivery in broker.consume(topic, "restart-group", consumer="survivor"):
+                consumed.add(delivery.event.event_id)
+                await delivery.ack()
+
+        consumer = asyncio.create_task(consume_loop())
         loop = asyncio.create_task(publish_loop())
         while len(acknowledged) < 50:
             await asyncio.sleep(0.01)
@@ -72,6 +80,10 @@ async def _publish_through_a_restart(url: str, service: str, port_flag: str, por
                 await asyncio.sleep(0.05)
         stop.set()
         await loop
+        async with asyncio.timeout(60):
+            while not consumed.issuperset(acknowledged):
+                await asyncio.sleep(0.05)
+        consumer.cancel()
         stored = {r.event.event_id async for r in broker.read(topic)}
     missing = [event_id for event_id in acknowledged if event_id not in stored]
     assert not missing, f"{len(missing)} acknowledged publishes are gone after the restart"

@@ -42,8 +42,9 @@ async def test_redis_cli_xadd_is_decoded_with_the_vector_hash(case: str, redis_s
     topic = unique("interop:data")
     host_port = REDIS_URL.split("//")[1].split("/")[0]
     host, port = host_port.rsplit(":", 1)
-    subprocess.run(["redis-cli", "-h", host, "-p", port, "XADD", topic, "*", "event", _foreign_json(case)],
-                   check=True, capture_output=True, timeout=30)
+    cli = await asyncio.create_subprocess_exec("redis-cli", "-h", host, "-p", port, "XADD", topic, "*", "event",
+                                               _foreign_json(case), stdout=asyncio.subprocess.PIPE)
+    assert await cli.wait() == 0
     delivery = await _first_delivery("redis", topic)
     assert delivery.event is not None, delivery.error
     assert delivery.event.event_type == VECTORS[case]["event_type"]
