@@ -1,9 +1,11 @@
 """Coalescing: calls from many tasks share one round trip to the broker.
 
-A call that finds nothing in flight flushes at once in its own task (no added latency for a lone
-caller). Calls that arrive while a flush is in flight queue up and go together in the next flush,
-which a background task runs; batches therefore grow with the load by themselves, the way a
-competent user's pipeline would be sized, without a timer.
+Callers queue their item and wait for its result; one background task flushes whatever is queued,
+and whatever arrives while a flush is in flight goes together in the next one. Batches therefore
+grow with the load by themselves, the way a competent user's pipeline would be sized, without a
+timer. The flush never runs in a caller's task, so cancelling a caller (a consumer being stopped)
+only abandons its wait: it cannot interrupt a round trip half-way, which the redis client does not
+always survive.
 """
 
 from __future__ import annotations
@@ -36,13 +38,7 @@ class Coalescer(Generic[T, R]):
         self._queue.append((item, future))
         if not self._busy:
             self._busy = True
-            try:
-                await self._flush_some()
-            finally:
-                if self._queue:
-                    self._drainer = asyncio.get_running_loop().create_task(self._drain())
-                else:
-                    self._busy = False
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from redis import exceptions as rexc
 from brokers._coalesce import Coalescer
 from brokers._retry import retry_within_budget
 from brokers.base import Broker, Capabilities, Delivery, Record, StartPosition, check_size, decode_record
-from brokers.errors import AuthenticationFailed, BrokerClosed, BrokerError, BrokerUnavailable
+from brokers.errors import AuthenticationFailed, BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError
 from brokers.settings import RedisSettings
 
 __all__ = ["RedisStreamsBroker", "translate_redis_error"]
@@ -87,13 +88,39 @@ class RedisStreamsBroker(Broker):
         if self._client is not None:
             return
         s = self.settings
-        extra: dict[str, Any] = {"ssl_ca_certs": s.ssl_ca_certs} if s.ssl_ca_certs else {}
+        tls = s.url.lower().startswith("rediss://")
+        extra: dict[str, Any] = {}
+        if tls and s.ssl_ca_certs:  # a plain redis:// connection takes no TLS options
+            try:  # a missing or unreadable bundle is a setting to fix, not an outage to wait out
+                ssl.create_default_context(cafile=s.ssl_ca_certs)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(f"Redis CA bundle {s.ssl_ca_certs!r} (ssl_ca_certs / "
+                                         f"RINGRIFT_REDIS_SSL_CA_CERTS) cannot be loaded: {exc}") from exc
+            extra["ssl_ca_certs"] = s.ssl_ca_certs
         client = aioredis.Redis.from_url(
             s.url, username=s.username, password=s.password, socket_connect_timeout=s.connect_timeout_s,
             socket_timeout=s.socket_timeout_s, decode_responses=False, protocol=2,
             client_name=f"ringrift-{socket.gethostname()}-{os.getpid()}", **extra)
+
+        async def ping() -> None:
+            try:
+                await client.ping()
+            except (rexc.RedisError, OSError) as exc:
+                # redis-py wraps a refused certificate in a ConnectionError, which would be retried for
+                # the whole budget: an untrusted server certificate is an authentication failure (as in
+                # the Kafka backend), raised at once.
+                cause: BaseException | None = exc
+                while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+                    cause = cause.__cause__ or cause.__context__
+                if cause is not None:
+                    hint = "" if s.ssl_ca_certs else " (no CA bundle given: set ssl_ca_certs or " \
+                                                     "RINGRIFT_REDIS_SSL_CA_CERTS)"
+                    raise AuthenticationFailed(f"connect: Redis TLS certificate not trusted{hint}: "
+                                               f"{cause}") from exc
+                raise translate_redis_error(exc, "connect") from exc
+
         try:
-            await self._call(client.ping, "connect")
+            await retry_within_budget(ping, s.retry_budget_s, "connect")
         except BrokerError:
             await client.aclose()
             raise
@@ -113,7 +140,7 @@ class RedisStreamsBroker(Broker):
                 raise translate_redis_error(exc, what) from exc
             except OSError as exc:
                 raise translate_redis_error(exc, what) from exc
-        return await retry_within_budget(once, self.settings.retry_budget_s, what)
+        return await _detached(retry_within_budget(once, self.settings.retry_budget_s, what))
 
     async def ensure_topic(self, name: str, partitions: int = 1) -> None:
         if not await self._call(self.client.exists, f"ensure {name}", name):
@@ -214,14 +241,10 @@ class RedisStreamsBroker(Broker):
                     for delivery in await self._deliveries(topic, group, me, claimed, settle, counted=True):
                         yield delivery
                     continue
-            # Shielded: a cancellation that lands inside redis-py's blocking read can be lost there
-            # (seen with redis 8.1), leaving the consumer's task hung. The read ends by itself after
-            # block_ms; whatever it fetched stays pending for this member and is claimed later.
-            read = asyncio.ensure_future(self._call(
-                self.client.xreadgroup, f"read {topic}", group, me, {topic: history or ">"},
-                count=batch_size, block=None if history else self.settings.block_ms))
-            read.add_done_callback(_retrieve)
-            reply = await asyncio.shield(read)
+            # An abandoned read (the consumer was stopped) ends by itself after block_ms; whatever it
+            # fetched stays pending for this member and is delivered again or claimed later.
+            reply = await self._call(self.client.xreadgroup, f"read {topic}", group, me, {topic: history or ">"},
+                                     count=batch_size, block=None if history else self.settings.block_ms)
             entries = reply[0][1] if reply else []
             counted = history is not None
             if history is not None:
@@ -306,8 +329,21 @@ async def _no_settle(delivery: Delivery, ok: bool) -> None:
     return None
 
 
+async def _detached(operation: Awaitable[Any]) -> Any:
+    """Run a Redis call in its own task and wait for it, shielded.
+
+    A cancellation that lands inside redis-py while it waits for a reply can be lost there (seen
+    with redis 8.1 on Python 3.11), leaving the cancelled task hung. Run apart, the call is never
+    cancelled: the caller stops waiting at once and the call ends by itself (replies come within
+    block_ms or the socket timeout).
+    """
+    task = asyncio.ensure_future(operation)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark an abandoned read's outcome as seen (it was cancelled from the outside)."""
+    """Mark an abandoned call's outcome as seen."""
     if not task.cancelled():
         task.exception()
 
