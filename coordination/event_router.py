@@ -1,0 +1,378 @@
+"""The unified event router: one publish, three buses, each event once per subscriber.
+
+    router = get_router()                              # from RouterConfig.from_env()
+    router.subscribe("TRAINING_COMPLETED", on_done)    # sync or async; None = every event
+    await router.start()                               # one consumer per bus
+    event = await router.publish("TRAINING_COMPLETED", {"config_key": "hex8_2p"}, source="trainer")
+
+Publish builds ONE `RouterEvent` and writes it, concurrently, to the data stream `<ns>:data`, the stage
+stream `<ns>:stage` (only for types with a stage mapping) and the cross-process topic `<ns>.events`
+(keyed by `key`, else the payload's config_key/config, else the type); it returns once every bus
+acknowledged. Consumption: each bus is consumed in the group `<node_id>.<service_name>`; every
+delivery goes through `_handle`: decode -> delivery count -> strict validation -> dedup claim ->
+handlers (global first, then typed; retried, timed out, dead-lettered one by one) -> dedup settle
+-> ack. Because all three buses share one group and therefore one dedup scope, the copies of one
+publish that ride several buses reach each handler once. `publish(..., dedup=False)` opts out of
+content dedup: the event id then starts with `nodedup-` (see NO_CONTENT_DEDUP_PREFIX).
+
+This module is over 250 lines because it is the router's one public class; the parts that stand
+alone live in config, dedup, dlq, handlers and _loop_bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter, deque
+from collections.abc import Mapping
+from typing import Any
+
+import brokers
+from brokers.base import Broker, Delivery
+from coordination._loop_bridge import LoopBridge
+from coordination.config import RouterConfig
+from coordination.dedup import Verdict, connect_dedup
+from coordination.dlq import DeadLetterQueue, Stage, dead_letter_for
+from coordination.handlers import Handler, RetryPolicy, current_event, run_handler
+from schemas.envelope import EventSource, RouterEvent
+from schemas.events import EventTypeLike, UnknownEventTypeError, stage_event_for, validate_event_type
+
+__all__ = ["NO_CONTENT_DEDUP_PREFIX", "EventSource", "RouterEvent", "UnifiedEventRouter", "get_router",
+           "has_subscribers", "publish", "publish_sync", "reset_router", "subscribe", "unsubscribe"]
+
+log = logging.getLogger(__name__)
+NO_CONTENT_DEDUP_PREFIX = "nodedup-"
+_ORIGIN = {"data": EventSource.DATA_BUS, "stage": EventSource.STAGE_BUS, "cross": EventSource.CROSS_PROCESS}
+
+
+class UnifiedEventRouter:
+    def __init__(self, config: RouterConfig | None = None) -> None:
+        self.config = config or RouterConfig.from_env()
+        c = self.config
+        self._global: list[Handler] = []
+        self._typed: dict[str, list[Handler]] = {}
+        self._event_history: deque[RouterEvent] = deque(maxlen=c.history_size)
+        self._policy = RetryPolicy(c.handler_timeout_s, c.max_attempts, c.retry_initial_s, c.retry_max_s)
+        self._bridge = LoopBridge(f"router-{c.group}")
+        self._lock = asyncio.Lock()
+        self._local: Broker | None = None
+        self._cross: Broker | None = None
+        self._closeables: list[Any] = []
+        self._dedup: Any = None
+        self.dlq: DeadLetterQueue | None = None
+        self._consumers: list[asyncio.Task[None]] = []
+        self._routed: Counter[str] = Counter()
+        self._by_source: Counter[str] = Counter()
+        self._published: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    def _type_key(self, event_type: EventTypeLike) -> str:
+        return validate_event_type(event_type, strict=self.config.strict_validation)
+
+    def subscribe(self, event_type: EventTypeLike | None, handler: Handler) -> None:
+        """Call `handler(event)` for each event of `event_type` (None: every event). Idempotent."""
+        handlers = self._global if event_type is None else self._typed.setdefault(self._type_key(event_type), [])
+        if handler not in handlers:
+            handlers.append(handler)
+
+    def unsubscribe(self, event_type: EventTypeLike | None, handler: Handler) -> bool:
+        handlers = self._global if event_type is None else self._typed.get(self._type_key(event_type), [])
+        if handler in handlers:
+            handlers.remove(handler)
+            return True
+        return False
+
+    def has_subscribers(self, event_type: EventTypeLike) -> bool:
+        """True when an event of this type would reach a handler (typed or global)."""
+        return bool(self._global or self._typed.get(self._type_key(event_type)))
+
+    # -- connection and lifecycle --------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return bool(self._consumers)
+
+    async def _connect(self) -> None:
+        async with self._lock:
+            if self._local is not None:
+                return
+            c = self.config
+            local = brokers.connect(c.redis_url, **c.redis_options)
+            await local.start()
+            self._closeables = [local]
+            cross = None
+            if c.kafka_url is not None:
+                options = dict(c.kafka_options)
+                if c.kafka_url.startswith("kafka://") and "attempt_store" not in options \
+                        and not c.redis_url.startswith("memory://"):
+                    from brokers.attempts import RedisAttemptStore
+
+                    options["attempt_store"] = RedisAttemptStore(c.redis_url, namespace=c.namespace)
+                    self._closeables.append(options["attempt_store"])
+                cross = brokers.connect(c.kafka_url, **options)
+                await cross.start()
+                self._closeables.append(cross)
+                await cross.ensure_topic(c.cross_topic, partitions=c.cross_process_partitions)
+            for topic in (c.data_topic, c.stage_topic):
+                await local.ensure_topic(topic)
+            await (cross or local).ensure_topic(c.dlq_topic)
+            lease = min(c.dedup_id_ttl_s, (c.handler_timeout_s + c.retry_max_s) * c.max_attempts + 60)
+            self._dedup = connect_dedup(c.redis_url, c.namespace, c.group, window_s=c.dedup_window_s,
+                                        id_ttl_s=c.dedup_id_ttl_s, lease_s=lease, cache_size=c.dedup_cache_size)
+            self._closeables.append(self._dedup)
+            self.dlq = DeadLetterQueue(cross or local, c.dlq_topic)
+            self._local, self._cross = local, cross
+            self._bridge.adopt(asyncio.get_running_loop())
+
+    async def start(self) -> None:
+        """Connect and start one consumer per bus (data, stage, cross). Idempotent."""
+        await self._bridge.run(self._start())
+
+    async def _start(self) -> None:
+        await self._connect()
+        if self._consumers:
+            return
+        c = self.config
+        assert self._local is not None
+        buses = [("data", self._local, c.data_topic), ("stage", self._local, c.stage_topic)]
+        if self._cross is not None:
+            buses.append(("cross", self._cross, c.cross_topic))
+        self._consumers = [asyncio.create_task(self._consume(bus, broker, topic), name=f"router-{bus}")
+                           for bus, broker, topic in buses]
+
+    async def stop(self) -> None:
+        """Stop the consumers and disconnect. Idempotent; the router can be started again."""
+        if self._bridge.usable_home() is not None:
+            await self._bridge.run(self._stop())
+
+    async def _stop(self) -> None:
+        consumers, self._consumers = self._consumers, []
+        for task in consumers:
+            task.cancel()
+        if consumers:  # a broker read that ignores cancellation must not hang stop(): closing ends it
+            _, stuck = await asyncio.wait(consumers, timeout=2.0)
+            if stuck:
+                log.warning("%d router consumer(s) did not stop within 2 s; closing their brokers", len(stuck))
+        closeables, self._closeables = self._closeables, []
+        for item in reversed(closeables):
+            with contextlib.suppress(Exception):
+                await item.close()
+        self._local = self._cross = self._dedup = self.dlq = None
+
+    def stop_sync(self) -> None:
+        """stop() from a thread without a running loop (ends a publish_sync private loop too)."""
+        if self._bridge.usable_home() is not None:
+            self._bridge.run_blocking(self._stop(), timeout=30)
+        self._bridge.stop_private_loop()
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    def _build(self, event_type: EventTypeLike, payload: Mapping[str, Any] | None, source: str,
+               correlation_id: str | None, dedup: bool) -> RouterEvent:
+        name = self._type_key(event_type)
+        fields: dict[str, Any] = {}
+        parent = current_event()
+        if parent is not None:
+            fields.update(trace_id=parent.trace_id, correlation_id=parent.correlation_id,
+                          parent_event_id=parent.event_id)
+        if correlation_id is not None:
+            fields["correlation_id"] = correlation_id
+        if not dedup:
+            fields["event_id"] = f"{NO_CONTENT_DEDUP_PREFIX}{uuid.uuid4()}"
+        return RouterEvent.new(name, payload, source, **fields)
+
+    async def publish(self, event_type: EventTypeLike, payload: Mapping[str, Any] | None = None,
+                      source: str = "", *, route_to_data_bus: bool = True, route_to_stage_bus: bool = True,
+                      route_to_cross_process: bool = True, key: str | None = None,
+                      correlation_id: str | None = None, dedup: bool = True) -> RouterEvent:
+        """Publish one event to the chosen buses; returns it once every bus acknowledged."""
+        event = self._build(event_type, payload, source, correlation_id, dedup)
+        routes = (route_to_data_bus, route_to_stage_bus, route_to_cross_process)
+        await self._bridge.run(self._send(event, routes, key))
+        return event
+
+    def publish_sync(self, event_type: EventTypeLike, payload: Mapping[str, Any] | None = None,
+                     source: str = "", **options: Any) -> RouterEvent:
+        """`publish` for sync code. From a thread without a running loop it blocks until the buses
+        acknowledged; from sync code running *on* an event loop (which must not block) the writes
+        are scheduled and the event is returned at once."""
+        event = self._build(event_type, payload, source, options.pop("correlation_id", None),
+                            options.pop("dedup", True))
+        key = options.pop("key", None)
+        routes = (options.pop("route_to_data_bus", True), options.pop("route_to_stage_bus", True),
+                  options.pop("route_to_cross_process", True))
+        if options:
+            raise TypeError(f"unexpected option(s): {', '.join(sorted(options))}")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._bridge.run_blocking(self._send(event, routes, key))
+        else:
+            self._bridge.schedule(self._send(event, routes, key))
+        return event
+
+    def _partition_key(self, event: RouterEvent, key: str | None) -> str:
+        if key is not None:
+            return key
+        chosen = event.payload.get("config_key") or event.payload.get("config")
+        return str(chosen) if chosen else event.event_type
+
+    async def _send(self, event: RouterEvent, routes: tuple[bool, bool, bool], key: str | None) -> None:
+        await self._connect()
+        assert self._local is not None
+        c, to_data, to_stage, to_cross = self.config, *routes
+        jobs: dict[str, Any] = {}
+        if to_data:
+            jobs["data"] = self._local.publish(c.data_topic, event, key)
+        if to_stage and stage_event_for(event.event_type) is not None:
+            jobs["stage"] = self._local.publish(c.stage_topic, event, key)
+        if to_cross and self._cross is not None:
+            jobs["cross"] = self._cross.publish(c.cross_topic, event, self._partition_key(event, key))
+        await asyncio.gather(*jobs.values())
+        self._published.update(jobs.keys())
+
+    # -- consuming --------------------------------------------------------------------------------
+
+    async def _consume(self, bus: str, broker: Broker, topic: str) -> None:
+        c = self.config
+        while True:
+            try:
+                async for delivery in broker.consume(topic, c.group, c.consumer, start=c.start_position,
+                                                     claim_idle_ms=c.claim_idle_ms):
+                    await self._handle(bus, delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("router consumer of %s (%s) failed; restarting in 1 s", topic, bus)
+                await asyncio.sleep(1.0)
+
+    async def _dead_letter(self, delivery: Delivery, bus: str, stage: Stage, **details: Any) -> None:
+        assert self.dlq is not None
+        letter = dead_letter_for(delivery, stage=stage, bus=bus, group=self.config.group,
+                                 node_id=self.config.node_id, **details)
+        await self.dlq.put(letter)
+        self._counts["dead_lettered"] += 1
+        log.warning("dead letter %s: %s %s on %s (%s)", letter.dead_letter_id, stage,
+                    letter.handler or "", delivery, letter.message)
+
+    def _content_dedup(self, event: RouterEvent) -> bool:
+        return not event.event_id.startswith(NO_CONTENT_DEDUP_PREFIX) and \
+            event.event_type not in self.config.dedup_exempt_types
+
+    async def _handle(self, bus: str, delivery: Delivery) -> None:
+        """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
+        c, event = self.config, delivery.event
+        if event is None:
+            await self._dead_letter(delivery, bus, "decode", message=delivery.error or "undecodable")
+        elif delivery.attempt > c.max_deliveries:
+            await self._dead_letter(delivery, bus, "crash", message=f"delivered {delivery.attempt} times "
+                                    f"(max_deliveries={c.max_deliveries}) without being settled")
+            await self._dedup.fail(event)
+        elif not self._valid(event):
+            await self._dead_letter(delivery, bus, "validate", message=f"unknown event type {event.event_type!r}")
+        else:
+            position = f"{bus}|{delivery.topic}|{delivery.partition}|{delivery.record_id}"
+            verdict = await self._dedup.claim(event, position, content=self._content_dedup(event))
+            if verdict is Verdict.NEW:
+                await self._dispatch(bus, delivery, event)
+            else:
+                self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
+                             else "content_duplicates_prevented"] += 1
+        await delivery.ack()
+
+    def _valid(self, event: RouterEvent) -> bool:
+        if not self.config.strict_validation:
+            return True
+        try:
+            validate_event_type(event.event_type, strict=True)
+        except (UnknownEventTypeError, ValueError, TypeError):
+            return False
+        return True
+
+    async def _dispatch(self, bus: str, delivery: Delivery, event: RouterEvent) -> None:
+        event.origin = _ORIGIN[bus]
+        self._event_history.append(event)
+        self._routed[event.event_type] += 1
+        self._by_source[event.origin.value] += 1
+        failed = False
+        for handler in [*self._global, *self._typed.get(event.event_type, ())]:
+            outcome = await run_handler(handler, event, self._policy)
+            self._counts["handler_errors"] += outcome.failures
+            self._counts["handler_timeouts"] += outcome.timeouts
+            if not outcome.ok:
+                failed = True
+                await self._dead_letter(delivery, bus, "timeout" if outcome.timed_out else "handle",
+                                        exc=outcome.error, handler=outcome.handler, attempts=outcome.attempts,
+                                        first_failure_at=outcome.first_failure_at)
+        await (self._dedup.fail(event) if failed else self._dedup.commit(event))
+
+    # -- observability ----------------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        dup, content = self._counts["duplicates_prevented"], self._counts["content_duplicates_prevented"]
+        return {
+            "events_routed": dict(self._routed), "total_events_routed": sum(self._routed.values()),
+            "events_by_source": dict(self._by_source), "duplicates_prevented": dup,
+            "content_duplicates_prevented": content, "total_duplicates_prevented": dup + content,
+            "handler_errors": self._counts["handler_errors"], "handler_timeouts": self._counts["handler_timeouts"],
+            "dead_lettered": self._counts["dead_lettered"], "published": dict(self._published), "spooled": 0,
+            "subscriber_count": sum(len(h) for h in self._typed.values()),
+            "global_subscriber_count": len(self._global), "history_size": len(self._event_history),
+            "running": self.is_running,
+        }
+
+    def history(self, limit: int = 100, event_type: EventTypeLike | None = None) -> list[RouterEvent]:
+        """The last `limit` dispatched events (oldest first), optionally of one type."""
+        wanted = None if event_type is None else self._type_key(event_type)
+        events = [e for e in self._event_history if wanted is None or e.event_type == wanted]
+        return events[-limit:] if limit > 0 else []
+
+
+_router: UnifiedEventRouter | None = None
+
+
+def get_router() -> UnifiedEventRouter:
+    """The process's router, built from the environment on first use (not started)."""
+    global _router
+    if _router is None:
+        _router = UnifiedEventRouter(RouterConfig.from_env())
+    return _router
+
+
+def reset_router() -> None:
+    """Forget the process's router (tests). Stop it first if it runs on a live loop elsewhere."""
+    global _router
+    router, _router = _router, None
+    home = router._bridge.usable_home() if router is not None else None
+    if router is not None and home is not None and home.is_running():
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            router.stop_sync()
+
+
+async def publish(event_type: EventTypeLike, payload: Mapping[str, Any] | None = None, source: str = "",
+                  **options: Any) -> RouterEvent:
+    return await get_router().publish(event_type, payload, source, **options)
+
+
+def publish_sync(event_type: EventTypeLike, payload: Mapping[str, Any] | None = None, source: str = "",
+                 **options: Any) -> RouterEvent:
+    return get_router().publish_sync(event_type, payload, source, **options)
+
+
+def subscribe(event_type: EventTypeLike | None, handler: Handler) -> None:
+    get_router().subscribe(event_type, handler)
+
+
+def unsubscribe(event_type: EventTypeLike | None, handler: Handler) -> bool:
+    return get_router().unsubscribe(event_type, handler)
+
+
+def has_subscribers(event_type: EventTypeLike) -> bool:
+    return get_router().has_subscribers(event_type)
+

@@ -1,0 +1,133 @@
+"""Running one subscriber on one event: off-loop for sync handlers, a timeout, retries, the outcome.
+
+    outcome = await run_handler(handler, event, policy)
+    outcome.ok / outcome.timed_out / outcome.error / outcome.attempts
+
+A sync handler runs in a worker thread (`asyncio.to_thread`, so it never blocks the loop); an async
+one is awaited. Each attempt runs under `asyncio.timeout(policy.timeout_s)`. A failed or timed-out
+attempt is retried with exponential back-off and jitter (tenacity) up to `policy.max_attempts`.
+A timed-out sync handler's thread cannot be killed: it keeps running to its end, its result ignored.
+While a handler runs, `current_event()` is the event it handles (events it publishes inherit the
+trace and correlation ids and name it as parent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from schemas.envelope import RouterEvent
+
+__all__ = ["Handler", "HandlerOutcome", "HandlerTimeout", "RetryPolicy", "current_event", "handler_name",
+           "run_handler"]
+
+Handler = Callable[[RouterEvent], Any] | Callable[[RouterEvent], Awaitable[Any]]
+
+_current: contextvars.ContextVar[RouterEvent | None] = contextvars.ContextVar("ringrift_current_event",
+                                                                               default=None)
+
+
+def current_event() -> RouterEvent | None:
+    """The event whose handler is running in this context, if any."""
+    return _current.get()
+
+
+def handler_name(handler: Handler) -> str:
+    """`module.qualname` of a handler (used in dead letters and logs)."""
+    target = getattr(handler, "__func__", handler)
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__qualname__", None) or type(handler).__qualname__
+    return f"{module}.{name}" if module else name
+
+
+class HandlerTimeout(TimeoutError):
+    """A handler attempt ran longer than the handler timeout."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    timeout_s: float = 600.0
+    max_attempts: int = 3
+    initial_s: float = 0.5
+    max_wait_s: float = 30.0
+
+
+@dataclass
+class HandlerOutcome:
+    handler: str
+    attempts: int = 0
+    error: BaseException | None = None
+    first_failure_at: float = 0.0
+    failures: int = 0
+    timeouts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def timed_out(self) -> bool:
+        return isinstance(self.error, HandlerTimeout)
+
+
+def _is_async(handler: Handler) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None))  # noqa: B004 - an object with an async __call__
+
+
+async def _attempt(handler: Handler, event: RouterEvent, timeout_s: float) -> None:
+    token = _current.set(event)
+    scope = asyncio.timeout(timeout_s)
+    try:
+        async with scope:
+            if _is_async(handler):
+                result = await handler(event)  # type: ignore[misc]
+            else:  # to_thread copies the context: the thread sees current_event() too
+                result = await asyncio.to_thread(handler, event)
+            if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+                await result
+    except TimeoutError as exc:
+        if scope.expired():
+            raise HandlerTimeout(f"handler ran longer than {timeout_s:g} s") from exc
+        raise
+    finally:
+        _current.reset(token)
+
+
+async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy) -> HandlerOutcome:
+    """Run `handler(event)` within the policy; never raises an Exception (cancellation passes)."""
+    outcome = HandlerOutcome(handler=handler_name(handler))
+
+    def record_failure(exc: BaseException) -> None:
+        outcome.first_failure_at = outcome.first_failure_at or time.time()
+        if isinstance(exc, HandlerTimeout):
+            outcome.timeouts += 1
+        else:
+            outcome.failures += 1
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=wait_exponential_jitter(multiplier=policy.initial_s, max=policy.max_wait_s,
+                                     jitter=policy.initial_s),
+        retry=retry_if_exception_type(Exception), reraise=True)
+    try:
+        async for attempt in retrying:
+            with attempt:
+                outcome.attempts += 1
+                try:
+                    await _attempt(handler, event, policy.timeout_s)
+                except Exception as exc:
+                    record_failure(exc)
+                    raise
+    except RetryError as exc:  # pragma: no cover - reraise=True hands us the last error instead
+        outcome.error = exc.last_attempt.exception()
+    except Exception as exc:
+        outcome.error = exc
+    return outcome
