@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
 
-from brokers.errors import AuthenticationFailed, BrokerError, BrokerUnavailable
+from brokers._redis_errors import translate_redis_error
 
 __all__ = ["AttemptStore", "MemoryAttemptStore", "RedisAttemptStore"]
 
@@ -96,10 +96,5 @@ class RedisAttemptStore:
     async def _execute(pipe: Pipeline, what: str) -> list:
         try:
             return await pipe.execute()
-        # AuthenticationError subclasses ConnectionError, so it is caught first.
-        except (redis_errors.AuthenticationError, redis_errors.NoPermissionError) as exc:
-            raise AuthenticationFailed(f"attempt store: {what}: {exc}") from exc
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise BrokerUnavailable(f"attempt store: {what}: {exc}") from exc
-        except redis_errors.RedisError as exc:
-            raise BrokerError(f"attempt store: {what}: {exc}") from exc
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate_redis_error(exc, f"attempt store: {what}") from exc

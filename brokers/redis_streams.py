@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from brokers._coalesce import Coalescer
+from brokers._redis_errors import translate_redis_error
 from brokers._retry import retry_within_budget
 from brokers.base import Broker, Capabilities, Delivery, Record, StartPosition, check_size, decode_record
 from brokers.errors import AuthenticationFailed, BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError
@@ -37,21 +38,6 @@ from brokers.settings import RedisSettings
 __all__ = ["RedisStreamsBroker", "translate_redis_error"]
 
 _EVENT, _KEY = b"event", b"key"
-
-
-def translate_redis_error(exc: BaseException, what: str) -> BrokerError:
-    """The brokers.errors equivalent of a redis-py exception."""
-    # AuthenticationError and NoPermissionError are ConnectionError/ResponseError subclasses: test them first.
-    if isinstance(exc, rexc.AuthenticationError | rexc.AuthenticationWrongNumberOfArgsError |
-                  rexc.NoPermissionError):
-        return AuthenticationFailed(f"{what}: Redis refused the credentials or ACL: {exc}")
-    if isinstance(exc, rexc.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
-        return AuthenticationFailed(f"{what}: Redis refused the credentials or ACL: {exc}")
-    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | rexc.BusyLoadingError):
-        return BrokerUnavailable(f"{what}: Redis unreachable: {exc}")
-    if isinstance(exc, rexc.ResponseError) and str(exc).startswith(("LOADING", "MASTERDOWN", "TRYAGAIN")):
-        return BrokerUnavailable(f"{what}: Redis not ready: {exc}")
-    return BrokerError(f"{what}: {exc}")
 
 
 def _ms_to_id(seconds: float, upper: bool) -> str:
