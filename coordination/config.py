@@ -18,6 +18,12 @@
     RINGRIFT_DEDUP_EXEMPT_TYPES      comma list of types never content-deduplicated
     RINGRIFT_ROUTER_START            latest | earliest: where a new consumer group starts
     RINGRIFT_EVENT_VALIDATION_STRICT read by schemas.events (strict validation)
+    RINGRIFT_PUBLISH_RETRY_BUDGET    30     seconds a publish retries an unreachable bus (the brokers
+                                            are connected with this retry_budget_s unless their
+                                            options set one)
+    RINGRIFT_SPOOL_DIR               unset  when set: a publish that ran out of budget is written to
+                                            this durable spool and drained later (coordination.spool);
+                                            one directory per process
 
 Names: data stream `<ns>:data`, stage stream `<ns>:stage`, cross-process topic `<ns>.events`, dead
 letters `<ns>.dlq` on Kafka or `<ns>:dlq` on Redis when Kafka is off. The consumer group of a router
@@ -67,6 +73,10 @@ class RouterConfig:
     start_position: Literal["earliest", "latest"] = "latest"
     strict_validation: bool = False
     history_size: int = 1000
+    publish_retry_budget_s: float = 30.0
+    spool_dir: str | None = None  # None: no spool, an unreachable bus makes publish raise
+    spool_probe_timeout_s: float = 5.0  # one probe of a down broker by the spool drainer
+    spool_backoff_max_s: float = 5.0  # the drainer's back-off between probes grows up to this
     redis_options: Mapping[str, Any] = field(default_factory=dict)  # extra brokers.connect options
     kafka_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -77,6 +87,11 @@ class RouterConfig:
             raise ConfigurationError("max_attempts and max_deliveries must be >= 1, dedup_cache_size >= 0")
         if self.handler_timeout_s <= 0 or self.dedup_window_s < 0:
             raise ConfigurationError("handler_timeout_s must be > 0 and dedup_window_s >= 0")
+        if self.publish_retry_budget_s < 0 or self.spool_probe_timeout_s <= 0 or self.spool_backoff_max_s <= 0:
+            raise ConfigurationError("publish_retry_budget_s must be >= 0, the spool's probe timeout and "
+                                     "back-off > 0")
+        if self.spool_dir is not None and not self.spool_dir.strip():
+            object.__setattr__(self, "spool_dir", None)
         if self.start_position not in ("earliest", "latest"):
             raise ConfigurationError(f"start_position {self.start_position!r}: use earliest or latest")
         if self.kafka_bootstrap is not None and self.kafka_bootstrap.strip().lower() in _OFF:
@@ -92,13 +107,14 @@ class RouterConfig:
         text = {"redis_url": "RINGRIFT_REDIS_URL", "kafka_bootstrap": "RINGRIFT_KAFKA_BOOTSTRAP",
                 "namespace": "RINGRIFT_NAMESPACE", "node_id": "RINGRIFT_NODE_ID",
                 "service_name": "RINGRIFT_SERVICE_NAME", "consumer_name": "RINGRIFT_CONSUMER_NAME",
-                "start_position": "RINGRIFT_ROUTER_START"}
+                "start_position": "RINGRIFT_ROUTER_START", "spool_dir": "RINGRIFT_SPOOL_DIR"}
         for name, var in text.items():
             if var in env:
                 values[name] = env[var].strip()
         numbers = {"dedup_window_s": "RINGRIFT_DEDUP_WINDOW_SECONDS",
                    "handler_timeout_s": "RINGRIFT_EVENT_HANDLER_TIMEOUT",
-                   "max_attempts": "RINGRIFT_HANDLER_MAX_ATTEMPTS", "max_deliveries": "RINGRIFT_MAX_DELIVERIES"}
+                   "max_attempts": "RINGRIFT_HANDLER_MAX_ATTEMPTS", "max_deliveries": "RINGRIFT_MAX_DELIVERIES",
+                   "publish_retry_budget_s": "RINGRIFT_PUBLISH_RETRY_BUDGET"}
         for name, var in numbers.items():
             raw = env.get(var, "").strip()
             if raw:

@@ -11,7 +11,10 @@ Keys (one Redis per group; a group spread over nodes points at one shared Redis)
     id mark absent, hash mark absent (or ours)   -> NEW (set both marks)
     id mark absent, hash mark of another id      -> DUPLICATE_CONTENT (id marked "dup")
     id mark = "p:<this position>"                -> NEW again: the same record redelivered after its
-                                                    handler's process died (takes the claim over)
+                                                    handler's process died (takes the claim over);
+                                                    CRASHED once that happened max_takeovers times
+                                                    (counted in <id key>:takeovers, so the count
+                                                    survives the processes it kills)
     any other id mark                            -> DUPLICATE_ID
 
 `commit` marks the id done; `fail` marks it failed and drops the hash mark (an identical event
@@ -41,6 +44,7 @@ class Verdict(enum.Enum):
     NEW = "new"
     DUPLICATE_ID = "duplicate_id"
     DUPLICATE_CONTENT = "duplicate_content"
+    CRASHED = "crashed"  # its handling killed the process max_takeovers times: dead-letter it
 
 
 class DedupStore(Protocol):
@@ -79,6 +83,9 @@ _CLAIM = """
 local v = redis.call('GET', KEYS[1])
 if v then
   if v == ARGV[1] then
+    local n = redis.call('INCR', KEYS[3])
+    redis.call('PEXPIRE', KEYS[3], ARGV[5])
+    if n >= tonumber(ARGV[6]) then return 4 end
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     return 0
   end
@@ -101,13 +108,15 @@ if KEYS[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL'
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 0
 """
-_CODES = {0: Verdict.NEW, 1: Verdict.DUPLICATE_ID, 2: Verdict.DUPLICATE_CONTENT, 3: Verdict.DUPLICATE_ID}
+_CODES = {0: Verdict.NEW, 1: Verdict.DUPLICATE_ID, 2: Verdict.DUPLICATE_CONTENT, 3: Verdict.DUPLICATE_ID,
+          4: Verdict.CRASHED}
 
 
 class _Base:
     def __init__(self, namespace: str, group: str, *, window_s: float, id_ttl_s: float, lease_s: float,
-                 cache_size: int = 10_000) -> None:
+                 max_takeovers: int = 4, cache_size: int = 10_000) -> None:
         self._prefix = f"{namespace}:dedup:{group}:"
+        self.max_takeovers = max_takeovers
         self.window_s = window_s
         self.id_ttl_s = id_ttl_s
         self.lease_s = lease_s
@@ -134,9 +143,11 @@ class RedisDedupStore(_Base):
     async def claim(self, event: RouterEvent, position: str, *, content: bool = True) -> Verdict:
         if event.event_id in self._settled:
             return Verdict.DUPLICATE_ID
-        keys = self._keys(event, content)
-        args = [f"p:{position}", _secs(self.lease_s), _secs(self.window_s), event.event_id, _secs(self.id_ttl_s)]
-        code = int(await _call(self._claim(keys=list(keys), args=args), "dedup claim"))
+        keys = [*self._keys(event, content)]
+        keys.append(keys[0] + ":takeovers")
+        args = [f"p:{position}", _secs(self.lease_s), _secs(self.window_s), event.event_id, _secs(self.id_ttl_s),
+                str(self.max_takeovers)]
+        code = int(await _call(self._claim(keys=keys, args=args), "dedup claim"))
         if code in (1, 2):
             self._settled.add(event.event_id)
         return _CODES[code]
@@ -187,6 +198,10 @@ class MemoryDedupStore(_Base):
         mark = self._get(id_key)
         if mark is not None:
             if mark == f"p:{position}":
+                takeovers = int(self._get(id_key + ":takeovers") or 0) + 1
+                self._set(id_key + ":takeovers", str(takeovers), self.id_ttl_s)
+                if takeovers >= self.max_takeovers:
+                    return Verdict.CRASHED
                 self._set(id_key, mark, self.lease_s)
                 return Verdict.NEW
             if not mark.startswith("p:"):
@@ -225,9 +240,10 @@ class MemoryDedupStore(_Base):
 
 
 def connect_dedup(url: str, namespace: str, group: str, *, window_s: float, id_ttl_s: float, lease_s: float,
-                  cache_size: int = 10_000) -> RedisDedupStore | MemoryDedupStore:
+                  max_takeovers: int = 4, cache_size: int = 10_000) -> RedisDedupStore | MemoryDedupStore:
     """The dedup store for the Redis URL of the per-node bus (memory:// gives the memory store)."""
-    options = {"window_s": window_s, "id_ttl_s": id_ttl_s, "lease_s": lease_s, "cache_size": cache_size}
+    options = {"window_s": window_s, "id_ttl_s": id_ttl_s, "lease_s": lease_s, "max_takeovers": max_takeovers,
+               "cache_size": cache_size}
     if url.startswith("memory://"):
         return MemoryDedupStore(url, namespace, group, **options)
     return RedisDedupStore(url, namespace, group, **options)

@@ -28,7 +28,7 @@ from schemas.envelope import RouterEvent
 
 __all__ = ["MAX_TRACEBACK_CHARS", "DeadLetter", "DeadLetterQueue", "Stage", "dead_letter_for"]
 
-Stage = Literal["decode", "validate", "handle", "timeout", "crash"]
+Stage = Literal["decode", "validate", "handle", "timeout", "crash", "publish"]  # publish: a spooled record refused
 MAX_TRACEBACK_CHARS = 8192
 
 

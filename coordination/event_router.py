@@ -15,8 +15,18 @@ handlers (global first, then typed; retried, timed out, dead-lettered one by one
 publish that ride several buses reach each handler once. `publish(..., dedup=False)` opts out of
 content dedup: the event id then starts with `nodedup-` (see NO_CONTENT_DEDUP_PREFIX).
 
-This module is over 250 lines because it is the router's one public class; the parts that stand
-alone live in config, dedup, dlq, handlers and _loop_bridge.
+Broker outages: each bus's write retries (with back-off, inside the broker) for at most
+`publish_retry_budget_s`, the router's deadline, which the brokers are connected with as well. A bus
+that is still down then makes publish raise `BrokerUnavailable` naming it, unless a spool directory is
+configured: then that bus's part (only the buses that failed) is appended durably to the spool
+(coordination.spool), publish returns normally, and a drainer sends the spool in order once the bus is
+back. While a bus has records in the spool, new publishes to it go to the spool too (order per bus).
+The spool is opened (and flock'd) by start() or the first publish, whichever comes first, so a
+restarted process drains what its predecessor left.
+
+This module is over 400 lines because it is the router's one public class, and the spool's glue
+(which bus a record goes to, probing it, dead-lettering what it refuses) needs the router's brokers;
+the parts that stand alone live in config, dedup, dlq, handlers, spool and _loop_bridge.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -31,12 +42,14 @@ from typing import Any
 
 import brokers
 from brokers.base import Broker, Delivery
+from brokers.errors import BrokerError, BrokerUnavailable
 from coordination._loop_bridge import LoopBridge
 from coordination.config import RouterConfig
 from coordination.dedup import Verdict, connect_dedup
-from coordination.dlq import DeadLetterQueue, Stage, dead_letter_for
+from coordination.dlq import DeadLetter, DeadLetterQueue, Stage, dead_letter_for
 from coordination.handlers import Handler, RetryPolicy, current_event, run_handler
-from schemas.envelope import EventSource, RouterEvent
+from coordination.spool import Spool, SpoolDrainer, SpooledRecord, new_record
+from schemas.envelope import DecodeError, EventSource, RouterEvent, decode, encode
 from schemas.events import EventTypeLike, UnknownEventTypeError, stage_event_for, validate_event_type
 
 __all__ = ["NO_CONTENT_DEDUP_PREFIX", "EventSource", "RouterEvent", "UnifiedEventRouter", "get_router",
@@ -67,6 +80,8 @@ class UnifiedEventRouter:
         self._by_source: Counter[str] = Counter()
         self._published: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
+        self._spool: Spool | None = None
+        self._drainer: SpoolDrainer | None = None
 
     # -- subscriptions ---------------------------------------------------------------------------
 
@@ -100,40 +115,58 @@ class UnifiedEventRouter:
         async with self._lock:
             if self._local is not None:
                 return
-            c = self.config
-            local = brokers.connect(c.redis_url, **c.redis_options)
-            await local.start()
-            self._closeables = [local]
-            cross = None
-            if c.kafka_url is not None:
-                options = dict(c.kafka_options)
-                if c.kafka_url.startswith("kafka://") and "attempt_store" not in options \
-                        and not c.redis_url.startswith("memory://"):
-                    from brokers.attempts import RedisAttemptStore
+            self._closeables = []
+            try:
+                await self._connect_brokers()
+            except BaseException:  # a half-made connection is closed, not leaked
+                closeables, self._closeables = self._closeables, []
+                for item in reversed(closeables):
+                    with contextlib.suppress(Exception):
+                        await item.close()
+                raise
 
-                    options["attempt_store"] = RedisAttemptStore(c.redis_url, namespace=c.namespace)
-                    self._closeables.append(options["attempt_store"])
-                cross = brokers.connect(c.kafka_url, **options)
-                await cross.start()
-                self._closeables.append(cross)
-                await cross.ensure_topic(c.cross_topic, partitions=c.cross_process_partitions)
-            for topic in (c.data_topic, c.stage_topic):
-                await local.ensure_topic(topic)
-            await (cross or local).ensure_topic(c.dlq_topic)
-            lease = min(c.dedup_id_ttl_s, (c.handler_timeout_s + c.retry_max_s) * c.max_attempts + 60)
-            self._dedup = connect_dedup(c.redis_url, c.namespace, c.group, window_s=c.dedup_window_s,
-                                        id_ttl_s=c.dedup_id_ttl_s, lease_s=lease, cache_size=c.dedup_cache_size)
-            self._closeables.append(self._dedup)
-            self.dlq = DeadLetterQueue(cross or local, c.dlq_topic)
-            self._local, self._cross = local, cross
-            self._bridge.adopt(asyncio.get_running_loop())
+    async def _connect_brokers(self) -> None:
+        """Start the brokers, ensure the topics, make the dedup store and the DLQ (under _lock)."""
+        c = self.config
+        local = brokers.connect(c.redis_url, **{"retry_budget_s": c.publish_retry_budget_s, **c.redis_options})
+        self._closeables.append(local)
+        await local.start()
+        cross = None
+        if c.kafka_url is not None:
+            options = {"retry_budget_s": c.publish_retry_budget_s, **c.kafka_options}
+            if c.kafka_url.startswith("kafka://") and "attempt_store" not in options \
+                    and not c.redis_url.startswith("memory://"):
+                from brokers.attempts import RedisAttemptStore
+
+                options["attempt_store"] = RedisAttemptStore(c.redis_url, namespace=c.namespace)
+                self._closeables.append(options["attempt_store"])
+            cross = brokers.connect(c.kafka_url, **options)
+            self._closeables.append(cross)
+            await cross.start()
+            await cross.ensure_topic(c.cross_topic, partitions=c.cross_process_partitions)
+        for topic in (c.data_topic, c.stage_topic):
+            await local.ensure_topic(topic)
+        await (cross or local).ensure_topic(c.dlq_topic)
+        lease = min(c.dedup_id_ttl_s, (c.handler_timeout_s + c.retry_max_s) * c.max_attempts + 60)
+        # A record is delivered once, then once more per process its handling killed: the delivery
+        # that would exceed max_deliveries is the (max_deliveries)th takeover of its claim.
+        self._dedup = connect_dedup(c.redis_url, c.namespace, c.group, window_s=c.dedup_window_s,
+                                    id_ttl_s=c.dedup_id_ttl_s, lease_s=lease, max_takeovers=c.max_deliveries,
+                                    cache_size=c.dedup_cache_size)
+        self._closeables.append(self._dedup)
+        self.dlq = DeadLetterQueue(cross or local, c.dlq_topic)
+        self._local, self._cross = local, cross
+        self._bridge.adopt(asyncio.get_running_loop())
 
     async def start(self) -> None:
         """Connect and start one consumer per bus (data, stage, cross). Idempotent."""
         await self._bridge.run(self._start())
 
     async def _start(self) -> None:
+        self._open_spool()  # first: a spool dir held by another process fails start() at once
         await self._connect()
+        if self._drainer is not None:
+            self._drainer.wake()
         if self._consumers:
             return
         c = self.config
@@ -148,8 +181,16 @@ class UnifiedEventRouter:
         """Stop the consumers and disconnect. Idempotent; the router can be started again."""
         if self._bridge.usable_home() is not None:
             await self._bridge.run(self._stop())
+        elif self._spool is not None:  # never connected, yet it spooled: its drainer runs on this loop
+            await self._stop()
 
     async def _stop(self) -> None:
+        spool, drainer, self._spool, self._drainer = self._spool, self._drainer, None, None
+        if drainer is not None:  # before the brokers close under it; its records stay in the spool
+            await drainer.stop()
+            self._counts["spool_drained"] += drainer.drained
+        if spool is not None:
+            spool.close()
         consumers, self._consumers = self._consumers, []
         for task in consumers:
             task.cancel()
@@ -221,19 +262,111 @@ class UnifiedEventRouter:
         chosen = event.payload.get("config_key") or event.payload.get("config")
         return str(chosen) if chosen else event.event_type
 
-    async def _send(self, event: RouterEvent, routes: tuple[bool, bool, bool], key: str | None) -> None:
-        await self._connect()
-        assert self._local is not None
-        c, to_data, to_stage, to_cross = self.config, *routes
-        jobs: dict[str, Any] = {}
+    def _targets(self, event: RouterEvent, routes: tuple[bool, bool, bool],
+                 key: str | None) -> list[tuple[str, str, str | None]]:
+        """(bus, topic, key) for each bus this publish goes to."""
+        c, (to_data, to_stage, to_cross) = self.config, routes
+        targets: list[tuple[str, str, str | None]] = []
         if to_data:
-            jobs["data"] = self._local.publish(c.data_topic, event, key)
+            targets.append(("data", c.data_topic, key))
         if to_stage and stage_event_for(event.event_type) is not None:
-            jobs["stage"] = self._local.publish(c.stage_topic, event, key)
-        if to_cross and self._cross is not None:
-            jobs["cross"] = self._cross.publish(c.cross_topic, event, self._partition_key(event, key))
-        await asyncio.gather(*jobs.values())
-        self._published.update(jobs.keys())
+            targets.append(("stage", c.stage_topic, key))
+        if to_cross and c.kafka_url is not None:
+            targets.append(("cross", c.cross_topic, self._partition_key(event, key)))
+        return targets
+
+    def _broker_for(self, bus: str) -> Broker:
+        broker = self._cross if bus == "cross" else self._local
+        if broker is None:
+            raise BrokerUnavailable(f"the {bus} bus is not connected")
+        return broker
+
+    async def _publish_one(self, bus: str, topic: str, key: str | None, value: bytes) -> None:
+        """One bus's write, bounded by the router's budget (an aiokafka send can outlast the broker's)."""
+        budget = self.config.publish_retry_budget_s
+        try:
+            async with asyncio.timeout(budget or None):
+                await self._broker_for(bus).publish_raw(topic, value, key)
+        except TimeoutError:
+            raise BrokerUnavailable(f"no acknowledgement from {topic!r} within {budget:g} s") from None
+
+    async def _send(self, event: RouterEvent, routes: tuple[bool, bool, bool], key: str | None) -> None:
+        spool = self._open_spool()
+        targets = self._targets(event, routes, key)
+        # a bus with records waiting in the spool gets this one behind them (order per bus)
+        direct = [t for t in targets if spool is None or not spool.depth(t[0])]
+        failed: dict[str, BaseException] = {}
+        if direct or not targets:
+            try:
+                await self._connect()
+            except BrokerError as exc:  # not even connected: with a spool, every part waits there
+                if spool is None or not exc.retriable:
+                    raise
+                failed = {bus: exc for bus, _, _ in direct}
+                direct = []
+        value = encode(event)
+        results = await asyncio.gather(*(self._publish_one(*t, value) for t in direct), return_exceptions=True)
+        for (bus, _, _), result in zip(direct, results, strict=True):
+            if isinstance(result, BaseException):
+                failed[bus] = result
+            else:
+                self._published[bus] += 1
+        for exc in failed.values():
+            if not isinstance(exc, BrokerError) or not exc.retriable:
+                raise exc
+        if failed and spool is None:
+            first = next(iter(failed.values()))
+            buses = " and ".join(failed) + (" buses are" if len(failed) > 1 else " bus is")
+            raise BrokerUnavailable(f"publish of {event.event_type} {event.event_id} failed: the {buses} "
+                                    f"unavailable ({first})") from first
+        for bus, topic, part_key in targets:
+            if spool is not None and (bus in failed or (bus, topic, part_key) not in direct):
+                await asyncio.to_thread(spool.append, new_record(bus, topic, value, part_key, event.event_id))
+                self._counts["spooled"] += 1
+                assert self._drainer is not None
+                self._drainer.wake(bus)
+
+    # -- the spool --------------------------------------------------------------------------------
+
+    def _open_spool(self) -> Spool | None:
+        """The spool (opened and locked on first use, its drainer woken), or None when not configured."""
+        c = self.config
+        if c.spool_dir is None or self._spool is not None:
+            return self._spool
+        self._spool = Spool(c.spool_dir)
+        self._drainer = SpoolDrainer(self._spool, self._drain_send, self._drain_probe, self._drain_dead_letter,
+                                     send_timeout_s=c.publish_retry_budget_s,
+                                     probe_timeout_s=c.spool_probe_timeout_s, backoff_max_s=c.spool_backoff_max_s)
+        self._drainer.wake()
+        return self._spool
+
+    async def _drain_send(self, record: SpooledRecord) -> None:
+        await self._connect()
+        await self._broker_for(record.bus).publish_raw(record.topic, record.value, record.key)
+
+    async def _drain_probe(self, bus: str) -> None:
+        await self._connect()
+        c = self.config
+        topic = {"data": c.data_topic, "stage": c.stage_topic}.get(bus, c.cross_topic)
+        await self._broker_for(bus).ensure_topic(topic, partitions=c.cross_process_partitions if bus == "cross"
+                                                 else 1)
+
+    async def _drain_dead_letter(self, record: SpooledRecord, exc: BaseException) -> None:
+        """A spooled record the broker refuses for good: a dead letter (stage "publish", handler
+        "spool-drain"), so that it neither blocks its bus nor is lost."""
+        await self._connect()
+        assert self.dlq is not None
+        try:
+            event, raw = decode(record.value), None
+        except DecodeError:
+            event, raw = None, record.value
+        letter = DeadLetter(
+            dead_letter_id=str(uuid.uuid4()), stage="publish", event=event, raw=raw, bus=record.bus,
+            topic=record.topic, handler="spool-drain", exception_type=type(exc).__name__,
+            message=f"spooled publish refused by the broker: {exc}", attempts=1,
+            first_failure_at=record.spooled_at, last_failure_at=time.time(), node_id=self.config.node_id)
+        await self.dlq.put(letter)
+        self._counts["dead_lettered"] += 1
 
     # -- consuming --------------------------------------------------------------------------------
 
@@ -268,10 +401,6 @@ class UnifiedEventRouter:
         c, event = self.config, delivery.event
         if event is None:
             await self._dead_letter(delivery, bus, "decode", message=delivery.error or "undecodable")
-        elif delivery.attempt > c.max_deliveries:
-            await self._dead_letter(delivery, bus, "crash", message=f"delivered {delivery.attempt} times "
-                                    f"(max_deliveries={c.max_deliveries}) without being settled")
-            await self._dedup.fail(event)
         elif not self._valid(event):
             await self._dead_letter(delivery, bus, "validate", message=f"unknown event type {event.event_type!r}")
         else:
@@ -279,6 +408,11 @@ class UnifiedEventRouter:
             verdict = await self._dedup.claim(event, position, content=self._content_dedup(event))
             if verdict is Verdict.NEW:
                 await self._dispatch(bus, delivery, event)
+            elif verdict is Verdict.CRASHED:
+                await self._dead_letter(delivery, bus, "crash", attempts=c.max_deliveries + 1,
+                                        message=f"its handling ended its process {c.max_deliveries} times "
+                                        f"(max_deliveries={c.max_deliveries}); handlers not called again")
+                await self._dedup.fail(event)
             else:
                 self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
                              else "content_duplicates_prevented"] += 1
@@ -319,11 +453,19 @@ class UnifiedEventRouter:
             "events_by_source": dict(self._by_source), "duplicates_prevented": dup,
             "content_duplicates_prevented": content, "total_duplicates_prevented": dup + content,
             "handler_errors": self._counts["handler_errors"], "handler_timeouts": self._counts["handler_timeouts"],
-            "dead_lettered": self._counts["dead_lettered"], "published": dict(self._published), "spooled": 0,
+            "dead_lettered": self._counts["dead_lettered"], "published": dict(self._published),
+            "spooled": self._counts["spooled"], "spool_depth": self._spool_depth(),
+            "spool_drained": self._counts["spool_drained"] + (self._drainer.drained if self._drainer else 0),
             "subscriber_count": sum(len(h) for h in self._typed.values()),
             "global_subscriber_count": len(self._global), "history_size": len(self._event_history),
             "running": self.is_running,
         }
+
+    def _spool_depth(self) -> dict[str, int]:
+        """Records waiting in the spool per bus, and "total"."""
+        if self._spool is None:
+            return {"total": 0}
+        return {**self._spool.depths(), "total": self._spool.depth()}
 
     def history(self, limit: int = 100, event_type: EventTypeLike | None = None) -> list[RouterEvent]:
         """The last `limit` dispatched events (oldest first), optionally of one type."""
