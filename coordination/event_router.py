@@ -76,6 +76,7 @@ class UnifiedEventRouter:
         self._dedup: Any = None
         self.dlq: DeadLetterQueue | None = None
         self._consumers: list[asyncio.Task[None]] = []
+        self._acks: set[asyncio.Task[None]] = set()
         self._routed: Counter[str] = Counter()
         self._by_source: Counter[str] = Counter()
         self._published: Counter[str] = Counter()
@@ -198,6 +199,8 @@ class UnifiedEventRouter:
             _, stuck = await asyncio.wait(consumers, timeout=2.0)
             if stuck:
                 log.warning("%d router consumer(s) did not stop within 2 s; closing their brokers", len(stuck))
+        if self._acks:
+            await asyncio.wait(list(self._acks), timeout=5.0)
         closeables, self._closeables = self._closeables, []
         for item in reversed(closeables):
             with contextlib.suppress(Exception):
@@ -305,7 +308,13 @@ class UnifiedEventRouter:
                 failed = {bus: exc for bus, _, _ in direct}
                 direct = []
         value = encode(event)
-        results = await asyncio.gather(*(self._publish_one(*t, value) for t in direct), return_exceptions=True)
+        if len(direct) == 1:  # the common case: no task per bus
+            try:
+                results: list[Any] = [await self._publish_one(*direct[0], value)]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(*(self._publish_one(*t, value) for t in direct), return_exceptions=True)
         for (bus, _, _), result in zip(direct, results, strict=True):
             if isinstance(result, BaseException):
                 failed[bus] = result
@@ -372,14 +381,20 @@ class UnifiedEventRouter:
 
     async def _consume(self, bus: str, broker: Broker, topic: str) -> None:
         c = self.config
-        while True:
+        me = asyncio.current_task()
+        # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
+        while me is None or not me.cancelling():
             try:
                 async for delivery in broker.consume(topic, c.group, c.consumer, start=c.start_position,
                                                      claim_idle_ms=c.claim_idle_ms):
                     await self._handle(bus, delivery)
+                    if me is not None and me.cancelling():
+                        return
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if me is not None and me.cancelling():
+                    return
                 log.exception("router consumer of %s (%s) failed; restarting in 1 s", topic, bus)
                 await asyncio.sleep(1.0)
 
@@ -416,7 +431,20 @@ class UnifiedEventRouter:
             else:
                 self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
                              else "content_duplicates_prevented"] += 1
-        await delivery.ack()
+        self._ack_in_background(delivery)
+
+    def _ack_in_background(self, delivery: Delivery) -> None:
+        """Acknowledge without waiting for the broker: the next delivery need not wait for a commit
+        round trip. Safe because the dedup mark is settled first: if the process dies before the ack
+        lands, the record comes back and is dropped as a duplicate. stop() waits for these."""
+        task = asyncio.create_task(delivery.ack())
+        self._acks.add(task)
+        task.add_done_callback(self._ack_done)
+
+    def _ack_done(self, task: asyncio.Task[None]) -> None:
+        self._acks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("ack failed (the record will be delivered again): %s", task.exception())
 
     def _valid(self, event: RouterEvent) -> bool:
         if not self.config.strict_validation:
