@@ -42,10 +42,10 @@ from typing import Any
 
 import brokers
 from brokers.base import Broker, Delivery
+from brokers.dedup import Verdict, connect_dedup
 from brokers.errors import BrokerError, BrokerUnavailable
 from coordination._loop_bridge import LoopBridge
 from coordination.config import RouterConfig
-from coordination.dedup import Verdict, connect_dedup
 from coordination.dlq import DeadLetter, DeadLetterQueue, Stage, dead_letter_for
 from coordination.handlers import Handler, RetryPolicy, current_event, run_handler
 from coordination.spool import Spool, SpoolDrainer, SpooledRecord, new_record

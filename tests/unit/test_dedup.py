@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from brokers.dedup import MemoryDedupStore, Verdict
 from coordination.config import RouterConfig
-from coordination.dedup import MemoryDedupStore, Verdict
 from schemas.envelope import RouterEvent
 from tests.support import unique
 

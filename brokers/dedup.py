@@ -1,5 +1,8 @@
 """Effectively-once handling per consumer group: event-id and content-hash marks with a TTL.
 
+The router (coordination.event_router) decides what to do with a verdict; this module keeps the marks,
+in the node's Redis or in process memory, so that nothing above brokers/ talks to Redis itself.
+
 Keys (one Redis per group; a group spread over nodes points at one shared Redis):
 
     <ns>:dedup:<group>:id:<event_id>     "p:<position>"  in flight (TTL = lease)
@@ -33,7 +36,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from brokers.errors import AuthenticationFailed, BrokerError, BrokerUnavailable
+from brokers._redis_errors import translate_redis_error
 from brokers.settings import RedisSettings
 from schemas.envelope import RouterEvent
 
@@ -257,9 +260,5 @@ def _secs(value: float) -> str:
 async def _call(awaitable: object, what: str) -> object:
     try:
         return await awaitable  # type: ignore[misc]
-    except (redis_errors.AuthenticationError, redis_errors.NoPermissionError) as exc:
-        raise AuthenticationFailed(f"{what}: {exc}") from exc
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise BrokerUnavailable(f"{what}: {exc}") from exc
-    except redis_errors.RedisError as exc:
-        raise BrokerError(f"{what}: {exc}") from exc
+    except (redis_errors.RedisError, OSError) as exc:
+        raise translate_redis_error(exc, what) from exc
