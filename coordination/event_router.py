@@ -26,7 +26,7 @@ restarted process drains what its predecessor left.
 
 This module is over 400 lines because it is the router's one public class, and the spool's glue
 (which bus a record goes to, probing it, dead-lettering what it refuses) needs the router's brokers;
-the parts that stand alone live in config, dedup, dlq, handlers, spool and _loop_bridge.
+the parts that stand alone live in config, dlq, handlers, spool and _loop_bridge; the dedup marks in brokers.dedup.
 """
 
 from __future__ import annotations
