@@ -59,6 +59,8 @@ class RouterConfig:
     node_id: str = field(default_factory=socket.gethostname)
     service_name: str = "router"
     consumer_name: str = ""  # "" -> <node_id>.<service_name>
+    group_name: str = ""  # "" -> <node_id>.<service_name>; daemons name their group after their type
+    read_buses: frozenset[str] = frozenset({"data", "stage", "cross"})  # the buses start() reads
     dedup_window_s: float = 30.0
     dedup_id_ttl_s: float = 24 * 3600.0
     dedup_cache_size: int = 10_000
@@ -163,7 +165,7 @@ class RouterConfig:
     @property
     def group(self) -> str:
         """The consumer group of this router on every bus (and the dedup store's scope)."""
-        return f"{self.node_id}.{self.service_name}"
+        return self.group_name or f"{self.node_id}.{self.service_name}"
 
     @property
     def consumer(self) -> str:

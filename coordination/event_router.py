@@ -175,6 +175,7 @@ class UnifiedEventRouter:
         buses = [("data", self._local, c.data_topic), ("stage", self._local, c.stage_topic)]
         if self._cross is not None:
             buses.append(("cross", self._cross, c.cross_topic))
+        buses = [b for b in buses if b[0] in c.read_buses]
         self._consumers = [asyncio.create_task(self._consume(bus, broker, topic), name=f"router-{bus}")
                            for bus, broker, topic in buses]
 

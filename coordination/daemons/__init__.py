@@ -1,0 +1,1 @@
+"""Daemon bases (consumer, periodic, leader-only) and built-in daemons run by the DaemonManager."""
