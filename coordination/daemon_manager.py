@@ -89,9 +89,15 @@ class DaemonManager(DaemonStatusViews):
 
     @classmethod
     def get_instance(cls, config: DaemonManagerConfig | None = None) -> DaemonManager:
-        """The process's manager, created on first use (with `config`, if given then)."""
+        """The process's manager, created on first use (with `config`, if given then), with the
+        built-in daemons registered on the process's router and the implemented profiles."""
         if cls._instance is None:
-            cls._instance = cls(config)
+            from coordination.daemons.builtin import IMPLEMENTED_PROFILES, register_builtin_daemons
+            from coordination.event_router import get_router
+
+            manager = cls(config, profiles=IMPLEMENTED_PROFILES)
+            register_builtin_daemons(manager, get_router)
+            cls._instance = manager
         return cls._instance
 
     @classmethod
