@@ -159,6 +159,10 @@ class UnifiedEventRouter:
         self._local, self._cross = local, cross
         self._bridge.adopt(asyncio.get_running_loop())
 
+    async def connect(self) -> None:
+        """Connect to the brokers without starting the bus readers (publish does it by itself). Idempotent."""
+        await self._bridge.run(self._connect())
+
     async def start(self) -> None:
         """Connect and start one consumer per bus (data, stage, cross). Idempotent."""
         await self._bridge.run(self._start())

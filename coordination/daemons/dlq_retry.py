@@ -274,6 +274,8 @@ class DlqRetryDaemon:
 
     async def run_pass(self) -> PassReport:
         """One pass (see the module docstring); returns what it did."""
+        if self._router.dlq is None:  # EVENT_ROUTER may still be connecting it
+            await self._router.connect()
         dlq = self._router.dlq
         if dlq is None:
             raise RuntimeError("the router is not connected (no dead-letter queue)")

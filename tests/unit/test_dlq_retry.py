@@ -240,3 +240,14 @@ async def test_a_redrive_that_fails_again_is_a_new_linked_letter_and_the_chain_e
     last = statuses[letters[-1].dead_letter_id]
     assert last.state == "abandoned" and last.tries == 5 and last.root_id == first.dead_letter_id
     assert d.health_check().details["redriven"] == 5
+
+
+async def test_a_pass_before_the_router_is_connected_connects_it_instead_of_failing() -> None:
+    # In a node agent DLQ_RETRY may run its first pass while EVENT_ROUTER is still connecting.
+    router = UnifiedEventRouter(_config())
+    try:
+        assert router.dlq is None
+        report = await daemon(router, ManualClock(T0)).run_pass()
+        assert router.dlq is not None and report is not None
+    finally:
+        await router.stop()
