@@ -7,6 +7,7 @@
     coord dlq list | show ID | stats                                  coordination.cli_dlq
     coord daemons list [--profile P]                                  coordination.cli_daemons
     coord status                                                      coordination.cli_status
+    coord schema export --format jsonschema|asyncapi | check FILE     coordination.cli_schema
 
 Errors: whatever goes wrong is printed as ONE line on stderr (`coord: error: ...`) with a non-zero
 exit: 1 for a failure, 2 for a usage error, 3 when a broker could not be reached; never a traceback.
@@ -25,6 +26,7 @@ from coordination.cli_dlq import dlq_group
 from coordination.cli_format import CliError
 from coordination.cli_node import node_group
 from coordination.cli_publish import publish_command
+from coordination.cli_schema import schema_group
 from coordination.cli_status import status_command
 from coordination.cli_tail import tail_command
 
@@ -41,7 +43,8 @@ def cli(ctx: click.Context, timeout: float | None) -> None:
     ctx.obj = CliSettings(timeout=timeout)
 
 
-for command in (node_group, publish_command, tail_command, dlq_group, daemons_group, status_command):
+for command in (node_group, publish_command, tail_command, dlq_group, daemons_group, status_command,
+                schema_group):
     cli.add_command(command)
 
 
