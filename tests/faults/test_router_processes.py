@@ -349,4 +349,7 @@ async def test_a_handler_that_kills_its_process_ends_as_a_crash_dead_letter(
     assert sorted(int(value.split("|")[1]) for value in rows.values()) == [n for n in range(count) if n != poison]
     assert set(rows) == {event_id for n, event_id in sent.items() if n != poison}
     hits = await ledger_redis.hgetall(f"{ledger}:hits")
-    assert set(hits.values()) == {"1"}, f"a handler ran twice: {hits}"
+    # Each crash may interrupt one handling in flight on each of the other buses after its side effect
+    # and before its dedup mark was settled: that handling runs again (at-least-once), nothing more.
+    repeats = sum(int(h) - 1 for h in hits.values())
+    assert repeats <= (BUSES - 1) * calls, f"{repeats} handler re-runs for {calls} crashes: {hits}"
