@@ -139,6 +139,11 @@ class DaemonManager(DaemonStatusViews):
     def profiles(self) -> dict[str, tuple[DaemonTypeLike, ...]]:
         return dict(self._profiles)
 
+    @property
+    def clock(self) -> Clock:
+        """The clock supervision and health run on (daemons that schedule work use it too)."""
+        return self._clock
+
     # -- starting ------------------------------------------------------------------------------------------
 
     def _refuse(self, reason: str, *, strict: bool = False) -> bool:

@@ -45,8 +45,8 @@ _HOUR = 3600.0
 
 
 def manager_clock(manager: Any) -> Clock:
-    """The manager's clock (it keeps it private; a SystemClock when it has none)."""
-    clock = getattr(manager, "clock", None) or getattr(manager, "_clock", None)
+    """The manager's clock (a SystemClock for a manager-like object without one)."""
+    clock = getattr(manager, "clock", None)
     return clock if clock is not None else SystemClock()
 
 
