@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -54,3 +56,11 @@ def make_broker(kind: str, **options: object) -> Broker:
 
     options.setdefault("attempt_store", RedisAttemptStore(REDIS_URL))
     return brokers.connect(KAFKA_URL, session_timeout_ms=6000, heartbeat_interval_ms=500, **options)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Wait until `predicate()` holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not met within {timeout:g} s"
+        await asyncio.sleep(0.01)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,16 +13,11 @@ from coordination.config import RouterConfig
 from coordination.daemon_clock import ManualClock
 from coordination.daemons.dlq_retry import DlqRetryDaemon, LetterStatus
 from coordination.event_router import RouterEvent, UnifiedEventRouter
-from tests.support import KAFKA_BOOTSTRAP, REDIS_URL, unique
+from tests.support import KAFKA_BOOTSTRAP, REDIS_URL, unique, until
 
 pytestmark = pytest.mark.integration
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_failed_event_is_redriven_once_and_marked_redriven_in_redis(kafka_service: str) -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 import brokers
 from coordination.config import RouterConfig
 from coordination.event_router import RouterEvent, UnifiedEventRouter
-from tests.support import KAFKA_BOOTSTRAP, REDIS_URL, require_service, unique
+from tests.support import KAFKA_BOOTSTRAP, REDIS_URL, require_service, unique, until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +35,6 @@ def _config(namespace: str, node_id: str, *, kafka: bool = False, redis_url: str
     return RouterConfig(**values)  # type: ignore[arg-type]
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

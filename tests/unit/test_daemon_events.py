@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from coordination.daemon_manager import DaemonManager
 from coordination.daemon_types import DaemonManagerConfig
 from coordination.event_router import RouterEvent, UnifiedEventRouter
 from schemas.payloads import validate_payload
-from tests.support import unique
+from tests.support import unique, until
 
 
 @pytest.fixture
@@ -29,11 +28,6 @@ async def router() -> AsyncIterator[UnifiedEventRouter]:
     await r.stop()
 
 
-async def until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_lifecycle_events_reach_router_subscribers(router: UnifiedEventRouter, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from coordination.daemons.dlq_retry import DlqRetryDaemon, LetterStatus, MemoryS
 from coordination.dlq import DeadLetter
 from coordination.event_router import RouterEvent, UnifiedEventRouter
 from coordination.handlers import current_event
-from tests.support import unique
+from tests.support import unique, until
 
 T0 = 1_700_000_000.0
 
@@ -166,11 +166,6 @@ async def router() -> AsyncIterator[UnifiedEventRouter]:
     await r.stop()
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def letters_of(router: UnifiedEventRouter, count: int) -> list[DeadLetter]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from coordination.config import RouterConfig
 from coordination.event_router import NO_CONTENT_DEDUP_PREFIX, RouterEvent, UnifiedEventRouter
-from tests.support import unique
+from tests.support import unique, until
 
 
 def _config(**overrides: object) -> RouterConfig:
@@ -33,11 +32,6 @@ async def router() -> AsyncIterator[UnifiedEventRouter]:
     await r.stop()
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_publish_riding_three_buses_reaches_each_handler_once(router: UnifiedEventRouter) -> None:
