@@ -133,8 +133,12 @@ class Broker(abc.ABC):
         """Flush what is pending and disconnect. Idempotent."""
 
     @abc.abstractmethod
-    async def ensure_topic(self, name: str, partitions: int = 1) -> None:
-        """Create the topic/stream if missing (existing ones are left as they are)."""
+    async def ensure_topic(self, name: str, partitions: int = 1, *, compacted: bool = False) -> None:
+        """Create the topic/stream if missing (existing ones are left as they are).
+
+        `compacted`: only the newest record per key needs to be kept (Kafka `cleanup.policy=compact`:
+        heartbeats, manifests, status tables). Readers fold records by key, newest wins, so a backend
+        without compaction (Redis, memory) keeps every record and gives the same answer."""
 
     async def publish(self, topic: str, event: RouterEvent, key: str | None = None) -> str:
         """Append one event; returns its record id once the broker acknowledged it."""

@@ -158,16 +158,17 @@ class KafkaBroker(Broker):
             raise TopicNotFound(f"Kafka topic {topic!r} does not exist (ensure_topic creates it)")
         return partitions
 
-    async def ensure_topic(self, name: str, partitions: int = 1) -> None:
+    async def ensure_topic(self, name: str, partitions: int = 1, *, compacted: bool = False) -> None:
         what = f"create Kafka topic {name!r}"
         if self._admin is None:
             raise BrokerClosed(f"Kafka broker {self.url} is not started (or closed): use start()")
         admin = self._admin
+        configs = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"} if compacted else {}
 
         async def create() -> None:
             try:
                 response = await admin.create_topics(
-                    [NewTopic(name, partitions, self.settings.replication_factor)])
+                    [NewTopic(name, partitions, self.settings.replication_factor, topic_configs=configs)])
             except CLIENT_ERRORS as exc:
                 raise translate(exc, what) from exc
             for topic_error in response.topic_errors:

@@ -88,7 +88,7 @@ class MemoryBroker(Broker):
             raise BrokerClosed("memory broker is closed")
         return self._topics.setdefault(name, _Topic())
 
-    async def ensure_topic(self, name: str, partitions: int = 1) -> None:
+    async def ensure_topic(self, name: str, partitions: int = 1, *, compacted: bool = False) -> None:
         self._topic(name)
 
     async def publish_raw(self, topic: str, value: bytes, key: str | None = None,

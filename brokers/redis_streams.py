@@ -128,7 +128,7 @@ class RedisStreamsBroker(Broker):
                 raise translate_redis_error(exc, what) from exc
         return await _detached(retry_within_budget(once, self.settings.retry_budget_s, what))
 
-    async def ensure_topic(self, name: str, partitions: int = 1) -> None:
+    async def ensure_topic(self, name: str, partitions: int = 1, *, compacted: bool = False) -> None:
         if not await self._call(self.client.exists, f"ensure {name}", name):
             # An empty stream exists only with an entry ever added; add and delete a marker.
             marker = await self._call(self.client.xadd, f"ensure {name}", name, {b"init": b"1"})

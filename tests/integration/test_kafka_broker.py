@@ -293,3 +293,22 @@ async def test_close_ends_open_consumers(broker: KafkaBroker) -> None:
     await broker.close()
     await asyncio.wait_for(task, 5)
     await broker.close()  # idempotent
+
+
+async def test_ensure_topic_compacted_sets_the_cleanup_policy(broker: KafkaBroker) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    compacted, plain = unique("compacted"), unique("plain")
+    await broker.ensure_topic(compacted, compacted=True)
+    await broker.ensure_topic(plain)
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await admin.start()
+    try:
+        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, compacted),
+                                                  ConfigResource(ConfigResourceType.TOPIC, plain)])
+    finally:
+        await admin.close()
+    policies = {resource[3]: dict((c[0], c[1]) for c in resource[4])["cleanup.policy"]
+                for response in described for resource in response.resources}
+    assert policies == {compacted: "compact", plain: "delete"}
