@@ -23,7 +23,7 @@ from typing import Any, Literal
 from brokers.errors import RecordTooLarge
 from schemas.envelope import DecodeError, RouterEvent, decode, encode
 
-__all__ = ["Broker", "Capabilities", "Delivery", "Record", "StartPosition"]
+__all__ = ["Broker", "Capabilities", "Delivery", "GroupLag", "PartitionLag", "Record", "StartPosition"]
 
 StartPosition = Literal["earliest", "latest"]
 Settle = Callable[["Delivery", bool], Awaitable[None]]
@@ -93,6 +93,32 @@ class Record:
     key: str | None = None
     error: str | None = None
     raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """Where one consumer group stands in one partition (Kafka) or stream (Redis: partition None)."""
+
+    partition: int | None
+    position: str | None  # the group's committed offset / last-delivered id; None: no position yet
+    end: str  # the position after the newest record
+    lag: int | None  # records after the group's position not yet delivered (None: the broker cannot say)
+    pending: int = 0  # delivered to a member and not yet acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLag:
+    """How far one consumer group is behind on one topic (`Broker.group_lag`)."""
+
+    topic: str
+    group: str
+    partitions: tuple[PartitionLag, ...]
+    members: int  # consumers currently in the group
+
+    @property
+    def behind(self) -> int:
+        """Records not yet delivered plus records delivered and not yet acknowledged."""
+        return sum((p.lag or 0) + p.pending for p in self.partitions)
 
 
 def decode_record(raw: bytes, *, topic: str, partition: int | None, offset: int | str,
@@ -171,6 +197,10 @@ class Broker(abc.ABC):
              start_id: str | None = None, end_id: str | None = None,
              limit: int | None = None) -> AsyncIterator[Record]:
         """Records in a time or id range (inclusive), oldest first, outside any group."""
+
+    async def group_lag(self, topic: str, group: str) -> GroupLag:
+        """How far `group` is behind on `topic`, read from the broker (no member needed)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot report consumer lag")
 
     @property
     @abc.abstractmethod
