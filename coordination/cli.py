@@ -76,3 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the promise: one line, never a traceback
         return _fail(f"{type(exc).__name__}: {exc}", 1)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
