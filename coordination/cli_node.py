@@ -48,11 +48,13 @@ def _enable_logs(level: str) -> None:
                    "or 8790)")
 @click.option("--heartbeat-interval", type=click.FloatRange(min=0), default=5.0, show_default=True,
               metavar="SECONDS", help="how often the node's heartbeat is published (0: never)")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="a module whose register(manager) adds daemons (repeatable; default RINGRIFT_PLUGINS)")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True)
 @click.pass_obj
 def run_command(settings: CliSettings, profile: str, node_id: str | None, health_port: int | None,
-                heartbeat_interval: float, log_level: str) -> None:
+                heartbeat_interval: float, plugins: tuple[str, ...], log_level: str) -> None:
     """Run a profile's daemons until SIGTERM or SIGINT, then stop them gracefully."""
     if node_id is not None:
         os.environ["RINGRIFT_NODE_ID"] = node_id
@@ -66,7 +68,7 @@ def run_command(settings: CliSettings, profile: str, node_id: str | None, health
         _enable_logs(log_level)
 
     async def main() -> None:
-        agent = NodeAgent(profile, heartbeat_interval_s=heartbeat_interval)
+        agent = NodeAgent(profile, heartbeat_interval_s=heartbeat_interval, plugins=list(plugins) or None)
         await agent.run(on_ready=ready)
 
     try:

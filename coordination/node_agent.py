@@ -8,7 +8,8 @@
    Kafka within the router's retry budget, so an unreachable broker fails the start with
    `NodeAgentError` instead of leaving a supervisor restarting the router in the background;
 2. starts the profile with the process's DaemonManager (`get_daemon_manager()` registers the
-   built-ins), plus HEALTH_SERVER when the profile lacks it (a node always answers /healthz);
+   built-ins), plus HEALTH_SERVER when the profile lacks it (a node always answers /healthz), plus the
+   daemons of the plugins (`plugins`, default RINGRIFT_PLUGINS; see coordination.plugins);
 3. publishes a heartbeat every `heartbeat_interval_s` to the Kafka topic `<ns>.nodes`, keyed by node
    id: `{"node_id", "profile", "pid", "health_port", "status", "daemons": {name: state}, "timestamp"}`;
    `coord status` reads it from the beginning and keeps the latest per node. The brokers API creates
@@ -37,6 +38,7 @@ from coordination.daemon_manager import DaemonManager, get_daemon_manager
 from coordination.daemon_types import DaemonManagerConfig, DaemonType
 from coordination.daemons.health_server import HealthServerSettings
 from coordination.event_router import UnifiedEventRouter, get_router
+from coordination.plugins import PluginError, load_plugins, plugins_from_env
 
 __all__ = ["NodeAgent", "NodeAgentError", "heartbeat_topic"]
 
@@ -57,8 +59,10 @@ def heartbeat_topic(namespace: str) -> str:
 
 class NodeAgent:
     def __init__(self, profile: str, *, heartbeat_interval_s: float = 5.0, shutdown_timeout_s: float = 20.0,
-                 router: UnifiedEventRouter | None = None, manager: DaemonManager | None = None) -> None:
+                 router: UnifiedEventRouter | None = None, manager: DaemonManager | None = None,
+                 plugins: list[str] | None = None) -> None:
         self.profile = profile
+        self.plugins = plugins_from_env() if plugins is None else plugins
         self.heartbeat_interval_s = heartbeat_interval_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.router = router or get_router()
@@ -100,13 +104,18 @@ class NodeAgent:
             raise NodeAgentError(f"unknown profile {self.profile!r}; profiles: {known}")
         c = self.router.config
         try:
+            extra = load_plugins(self.plugins, self.manager)
+        except PluginError as exc:
+            raise NodeAgentError(str(exc)) from None
+        try:
             await self.router.start()
         except BrokerError as exc:
             raise NodeAgentError(f"cannot start: {type(exc).__name__}: {exc}", unreachable=exc.retriable) from None
         results = await self.manager.start_all(self.profile)
-        if DaemonType.HEALTH_SERVER not in results:
-            results[DaemonType.HEALTH_SERVER] = await self.manager.start(DaemonType.HEALTH_SERVER)
-        failed = [t.name for t, ok in results.items() if not ok]
+        for daemon_type in (DaemonType.HEALTH_SERVER, *extra):
+            if daemon_type not in results:
+                results[daemon_type] = await self.manager.start(daemon_type)
+        failed = [getattr(t, "name", str(t)) for t, ok in results.items() if not ok]
         if failed:
             raise NodeAgentError(f"daemons did not start: {', '.join(failed)}")
         self.health_port = await self._health_port()
@@ -139,7 +148,7 @@ class NodeAgent:
     def _daemon_states(self) -> dict[str, str]:
         report = self.manager.status_report()["daemons"]
         return {name: entry["state"] for name, entry in report.items() if entry["state"] != "stopped"
-                or name in {t.value for t in self.manager.profiles.get(self.profile, ())}}
+                or name in {getattr(t, "value", t) for t in self.manager.profiles.get(self.profile, ())}}
 
     def heartbeat(self, status: str = "running") -> dict[str, Any]:
         return {"node_id": self.node_id, "profile": self.profile, "pid": os.getpid(), "health_port": self.health_port,
