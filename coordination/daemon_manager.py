@@ -256,6 +256,16 @@ class DaemonManager(DaemonStatusViews):
         await self._stop_one(key, self.config.shutdown_timeout, force=True, reason="stopped")
         return True
 
+    async def restart(self, daemon_type: DaemonTypeLike, wait_for_deps: bool = True) -> bool:
+        """An operator's restart: stop the daemon gracefully (then cancel, as `stop`) and start a new
+        instance at once. Not a failure: no back-off, and it does not count toward `max_restarts`.
+        True once the new instance runs; False when unregistered or it did not start."""
+        key = resolve_daemon_type(daemon_type)
+        if key not in self._registry:
+            return False
+        await self._stop_one(key, self.config.shutdown_timeout, force=True, reason="restart requested")
+        return await self.start(key, wait_for_deps=wait_for_deps)
+
     async def _stop_one(self, key: DaemonKey, graceful: float, *, force: bool, reason: str) -> bool:
         info = self._registry.get(key)
         assert info is not None

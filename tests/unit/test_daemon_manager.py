@@ -252,6 +252,27 @@ async def test_stop_one_daemon_and_unknown_types(tmp_path: Path) -> None:
     assert m.get_daemon_info("ONE").state is DaemonState.STOPPED  # type: ignore[union-attr]
 
 
+async def test_restart_stops_and_starts_a_new_instance_without_counting_a_failure(tmp_path: Path) -> None:
+    m = make(tmp_path)
+    log: list[str] = []
+    made: list[Waiter] = []
+    m.register_factory("ONE", lambda: made.append(Waiter(f"one#{len(made)}", log)) or made[-1], max_restarts=1)
+    assert not await m.restart("NEVER_REGISTERED")
+    await m.start("ONE")
+    await until(lambda: log == ["run one#0"])
+    for n in range(1, 4):  # more restarts than max_restarts allows for failures
+        assert await m.restart("ONE")
+        await until(lambda n=n: log[-1] == f"run one#{n}")
+    assert log == ["run one#0", "stop one#0", "run one#1", "stop one#1", "run one#2", "stop one#2", "run one#3"]
+    assert await m.restart("ONE") and await m.restart("ONE")  # back to back: one new instance runs
+    await until(lambda: log[-1].startswith("run") and m.is_running("ONE"))
+    assert sum(entry.startswith("run") for entry in log) - sum(entry.startswith("stop") for entry in log) == 1
+    info = m.get_daemon_info("ONE")
+    assert info is not None and info.restart_count == 0 and m.is_running("ONE")
+    assert not m.is_permanently_failed("ONE")
+    await m.shutdown(timeout=1.0, force=True)
+
+
 # -- health ---------------------------------------------------------------------------------------------------
 
 
