@@ -1,4 +1,5 @@
-"""The broker contract: publish, consume in a group with ack/nack, read a range, ensure a topic, close.
+"""The broker contract: publish, consume in a group with ack/nack, read a range, ensure a topic, close;
+and for operators: a group's lag and moving a group's position back in time (replay).
 
 Every backend (`memory.py`, `redis_streams.py`, `kafka.py`) implements `Broker` and passes the one
 conformance suite in tests/integration/test_broker_conformance.py. Backends import this module,
@@ -113,7 +114,7 @@ class GroupLag:
     topic: str
     group: str
     partitions: tuple[PartitionLag, ...]
-    members: int  # consumers currently in the group
+    members: int  # consumers currently in the group (Redis: those that read within the last seconds)
 
     @property
     def behind(self) -> int:
@@ -198,9 +199,25 @@ class Broker(abc.ABC):
              limit: int | None = None) -> AsyncIterator[Record]:
         """Records in a time or id range (inclusive), oldest first, outside any group."""
 
+    @abc.abstractmethod
     async def group_lag(self, topic: str, group: str) -> GroupLag:
-        """How far `group` is behind on `topic`, read from the broker (no member needed)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot report consumer lag")
+        """How far `group` is behind on `topic`, read from the broker (no member needed). A group that
+        never read the topic has position None everywhere and no members. Raises TopicNotFound."""
+
+    @abc.abstractmethod
+    async def rewind_group(self, topic: str, group: str, *, since: datetime, until: datetime | None = None,
+                           dry_run: bool = False, force: bool = False) -> dict[int | None, int]:
+        """Move `group`'s position on `topic` back to the first record at or after `since`, so that the
+        records of [since, until] are delivered to it again; returns, per partition (None: the stream),
+        how many records of that range it will be handed. `dry_run`: count only, change nothing, refuse
+        nothing for members.
+
+        A position already before `since` stays (nothing unread is skipped). The broker delivers from
+        the new position onward, so records after `until` come again too: the consumer's dedup drops
+        them (brokers.dedup). Records of the range delivered and not yet acknowledged are handed over
+        afresh (attempt 1). Raises GroupNotFound when the group never read the topic and GroupActive
+        while it has members: Redis moves anyway with `force`; Kafka moves the offsets of an empty
+        group only, `force` or not."""
 
     @property
     @abc.abstractmethod

@@ -8,6 +8,8 @@ Keys (one Redis per group; a group spread over nodes points at one shared Redis)
     <ns>:dedup:<group>:id:<event_id>     "p:<position>"  in flight (TTL = lease)
                                          "done" | "dup" | "failed"           (TTL = id_ttl, 24 h)
     <ns>:dedup:<group>:hash:<hash>       <event_id> of the first handler     (TTL = content window)
+    <ns>:dedup:<group>:replay:<event_id> N: replay N hands this event to the group again (TTL = id_ttl)
+    <ns>:dedup:<group>:epoch             how many replays the group had (no TTL)
 
 `claim(event, position)` is one Lua script, so of two racing members exactly one gets NEW:
 
@@ -20,10 +22,20 @@ Keys (one Redis per group; a group spread over nodes points at one shared Redis)
                                                     survives the processes it kills)
     any other id mark                            -> DUPLICATE_ID
 
+Replay (`coord replay --to-group`): `bump_epoch(event_ids)` writes a replay mark N for each event of the
+replayed range, then counts the group's epoch up. The claim script reads an event's replay mark and,
+when there is one, keeps that event's id and hash marks under `<ns>:dedup:<group>:e<N>:` instead: a
+replayed event passes the group's dedup once more, and its copies (other buses, the same record
+delivered again) are still dropped, as are events outside the range. Commit, fail and release settle
+the marks of the epoch their claim used.
+
 `commit` marks the id done; `fail` marks it failed and drops the hash mark (an identical event
 published later may run); `release` deletes both marks so a re-drive or a retry may run.
 Content dedup is skipped (`content=False`) for exempt types and for publishes with dedup=False.
-A bounded LRU of settled ids sits in front, so repeated ids skip the round trip.
+A bounded LRU of settled ids sits in front, so repeated ids skip the round trip. It is emptied when
+the group's epoch changes, which a store reads at least every EPOCH_REFRESH_S (1 s), so a member that
+runs through a replay forgets what it settled before it (`coord replay` waits that long before it
+moves the group).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -40,7 +53,10 @@ from brokers._redis_errors import translate_redis_error
 from brokers.settings import RedisSettings
 from schemas.envelope import RouterEvent
 
-__all__ = ["DedupStore", "MemoryDedupStore", "RedisDedupStore", "Verdict", "connect_dedup"]
+__all__ = ["EPOCH_REFRESH_S", "DedupStore", "MemoryDedupStore", "RedisDedupStore", "Verdict", "connect_dedup"]
+
+EPOCH_REFRESH_S = 1.0
+_BATCH = 1000  # replay marks written per round trip
 
 
 class Verdict(enum.Enum):
@@ -55,6 +71,8 @@ class DedupStore(Protocol):
     async def commit(self, event: RouterEvent) -> None: ...
     async def fail(self, event: RouterEvent) -> None: ...
     async def release(self, event: RouterEvent) -> None: ...
+    async def bump_epoch(self, event_ids: Iterable[str]) -> int: ...
+    async def drop_replay(self, event_ids: Iterable[str]) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -81,34 +99,60 @@ class _SettledCache:
     def discard(self, event_id: str) -> None:
         self._ids.pop(event_id, None)
 
+    def clear(self) -> None:
+        self._ids.clear()
 
-_CLAIM = """
-local v = redis.call('GET', KEYS[1])
+
+# The marks' prefix for an event: <ns>:dedup:<group>: in epoch 0, <ns>:dedup:<group>:e<N>: in replay N.
+_EPOCH_PREFIX = """
+local function marks(prefix, epoch)
+  if epoch == '0' then return prefix end
+  return prefix .. 'e' .. epoch .. ':'
+end
+"""
+# KEYS: replay mark of the event, the group's epoch. ARGV: position mark, lease, window, event id,
+# id TTL, max takeovers, prefix, content hash ('' = no content dedup). Returns {code, epoch, group epoch}.
+_CLAIM = _EPOCH_PREFIX + """
+local e = redis.call('GET', KEYS[1]) or '0'
+local g = redis.call('GET', KEYS[2]) or '0'
+local p = marks(ARGV[7], e)
+local id = p .. 'id:' .. ARGV[4]
+local v = redis.call('GET', id)
 if v then
   if v == ARGV[1] then
-    local n = redis.call('INCR', KEYS[3])
-    redis.call('PEXPIRE', KEYS[3], ARGV[5])
-    if n >= tonumber(ARGV[6]) then return 4 end
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    return 0
+    local n = redis.call('INCR', id .. ':takeovers')
+    redis.call('PEXPIRE', id .. ':takeovers', ARGV[5])
+    if n >= tonumber(ARGV[6]) then return {4, e, g} end
+    redis.call('SET', id, ARGV[1], 'PX', ARGV[2])
+    return {0, e, g}
   end
-  if string.sub(v, 1, 2) == 'p:' then return 3 end
-  return 1
+  if string.sub(v, 1, 2) == 'p:' then return {3, e, g} end
+  return {1, e, g}
 end
-if KEYS[2] ~= '' then
-  local h = redis.call('GET', KEYS[2])
+if ARGV[8] ~= '' then
+  local hash = p .. 'hash:' .. ARGV[8]
+  local h = redis.call('GET', hash)
   if h and h ~= ARGV[4] then
-    redis.call('SET', KEYS[1], 'dup', 'PX', ARGV[5])
-    return 2
+    redis.call('SET', id, 'dup', 'PX', ARGV[5])
+    return {2, e, g}
   end
-  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+  redis.call('SET', hash, ARGV[4], 'PX', ARGV[3])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 0
+redis.call('SET', id, ARGV[1], 'PX', ARGV[2])
+return {0, e, g}
 """
-_DROP_HASH = """
-if KEYS[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+# KEYS: replay mark of the event. ARGV: epoch of the claim ('' = the event's current one), prefix, event
+# id, content hash whose mark to drop if ours ('' = keep), new id mark ('' = delete it), its TTL.
+_SETTLE = _EPOCH_PREFIX + """
+local e = ARGV[1]
+if e == '' then e = redis.call('GET', KEYS[1]) or '0' end
+local p = marks(ARGV[2], e)
+local id = p .. 'id:' .. ARGV[3]
+if ARGV[4] ~= '' then
+  local hash = p .. 'hash:' .. ARGV[4]
+  if redis.call('GET', hash) == ARGV[3] then redis.call('DEL', hash) end
+end
+if ARGV[5] == '' then redis.call('DEL', id) else redis.call('SET', id, ARGV[5], 'PX', ARGV[6]) end
 return 0
 """
 _CODES = {0: Verdict.NEW, 1: Verdict.DUPLICATE_ID, 2: Verdict.DUPLICATE_CONTENT, 3: Verdict.DUPLICATE_ID,
@@ -116,19 +160,39 @@ _CODES = {0: Verdict.NEW, 1: Verdict.DUPLICATE_ID, 2: Verdict.DUPLICATE_CONTENT,
 
 
 class _Base:
+    epoch_refresh_s = EPOCH_REFRESH_S
+
     def __init__(self, namespace: str, group: str, *, window_s: float, id_ttl_s: float, lease_s: float,
                  max_takeovers: int = 4, cache_size: int = 10_000) -> None:
         self._prefix = f"{namespace}:dedup:{group}:"
+        self._epoch_key = self._prefix + "epoch"
         self.max_takeovers = max_takeovers
         self.window_s = window_s
         self.id_ttl_s = id_ttl_s
         self.lease_s = lease_s
         self._settled = _SettledCache(cache_size)
+        self._claimed: dict[str, str] = {}  # event id -> epoch of its claim, until settled
+        self._epoch: str | None = None  # the group's epoch as last read
+        self._epoch_read_at = float("-inf")
 
-    def _keys(self, event: RouterEvent, content: bool) -> tuple[str, str]:
-        use_hash = content and self.window_s > 0 and event.content_hash
-        return (f"{self._prefix}id:{event.event_id}",
-                f"{self._prefix}hash:{event.content_hash}" if use_hash else "")
+    def _replay_key(self, event_id: str) -> str:
+        return f"{self._prefix}replay:{event_id}"
+
+    def _hash(self, event: RouterEvent, content: bool) -> str:
+        return event.content_hash if content and self.window_s > 0 and event.content_hash else ""
+
+    def _prefix_of(self, epoch: str) -> str:
+        return self._prefix if epoch == "0" else f"{self._prefix}e{epoch}:"
+
+    def _saw_epoch(self, epoch: str) -> None:
+        """The group's epoch as just read: a change empties the LRU (a replay began)."""
+        self._epoch_read_at = time.monotonic()
+        if epoch != self._epoch:
+            self._settled.clear()
+            self._epoch = epoch
+
+    def _epoch_stale(self) -> bool:
+        return time.monotonic() - self._epoch_read_at >= self.epoch_refresh_s
 
 
 class RedisDedupStore(_Base):
@@ -141,35 +205,64 @@ class RedisDedupStore(_Base):
                                               socket_connect_timeout=s.connect_timeout_s,
                                               socket_timeout=s.socket_timeout_s)
         self._claim = self._redis.register_script(_CLAIM)
-        self._drop = self._redis.register_script(_DROP_HASH)
+        self._settle = self._redis.register_script(_SETTLE)
 
     async def claim(self, event: RouterEvent, position: str, *, content: bool = True) -> Verdict:
+        if self._epoch_stale():
+            epoch = await _call(self._redis.get(self._epoch_key), "dedup epoch")
+            self._saw_epoch(epoch.decode() if epoch else "0")  # type: ignore[attr-defined]
         if event.event_id in self._settled:
             return Verdict.DUPLICATE_ID
-        keys = [*self._keys(event, content)]
-        keys.append(keys[0] + ":takeovers")
         args = [f"p:{position}", _secs(self.lease_s), _secs(self.window_s), event.event_id, _secs(self.id_ttl_s),
-                str(self.max_takeovers)]
-        code = int(await _call(self._claim(keys=keys, args=args), "dedup claim"))
-        if code in (1, 2):
+                str(self.max_takeovers), self._prefix, self._hash(event, content)]
+        code, epoch, group_epoch = await _call(
+            self._claim(keys=[self._replay_key(event.event_id), self._epoch_key], args=args), "dedup claim")
+        self._saw_epoch(group_epoch.decode())
+        verdict = _CODES[int(code)]
+        if verdict in (Verdict.NEW, Verdict.CRASHED):
+            self._claimed[event.event_id] = epoch.decode()
+        elif int(code) in (1, 2):  # settled marks (3: in flight on another member)
             self._settled.add(event.event_id)
-        return _CODES[code]
+        return verdict
+
+    async def _settle_marks(self, event: RouterEvent, *, drop_hash: bool, mark: str, what: str) -> None:
+        epoch = self._claimed.pop(event.event_id, "")
+        args = [epoch, self._prefix, event.event_id, self._hash(event, True) if drop_hash else "", mark,
+                _secs(self.id_ttl_s)]
+        await _call(self._settle(keys=[self._replay_key(event.event_id)], args=args), what)
 
     async def commit(self, event: RouterEvent) -> None:
-        key = self._keys(event, False)[0]
-        await _call(self._redis.set(key, "done", px=int(_secs(self.id_ttl_s))), "dedup commit")
+        await self._settle_marks(event, drop_hash=False, mark="done", what="dedup commit")
         self._settled.add(event.event_id)
 
     async def fail(self, event: RouterEvent) -> None:
-        keys = self._keys(event, True)
-        await _call(self._drop(keys=list(keys), args=[event.event_id, "failed", _secs(self.id_ttl_s)]),
-                    "dedup fail")
+        await self._settle_marks(event, drop_hash=True, mark="failed", what="dedup fail")
         self._settled.add(event.event_id)
 
     async def release(self, event: RouterEvent) -> None:
         self._settled.discard(event.event_id)
-        keys = self._keys(event, True)
-        await _call(self._drop(keys=list(keys), args=[event.event_id, "", "0"]), "dedup release")
+        await self._settle_marks(event, drop_hash=True, mark="", what="dedup release")
+
+    async def bump_epoch(self, event_ids: Iterable[str]) -> int:
+        """Start a replay: these events pass the group's dedup once more. Returns the replay's epoch."""
+        current = await _call(self._redis.get(self._epoch_key), "dedup epoch")
+        epoch = int(current or 0) + 1  # type: ignore[call-overload]
+        ids = list(event_ids)
+        for start in range(0, len(ids), _BATCH):
+            pipe = self._redis.pipeline(transaction=False)
+            for event_id in ids[start:start + _BATCH]:
+                pipe.set(self._replay_key(event_id), epoch, px=int(_secs(self.id_ttl_s)))
+            await _call(pipe.execute(), "dedup replay marks")
+        # After the marks: a member that sees the new epoch finds them (its LRU is emptied then).
+        await _call(self._redis.incr(self._epoch_key), "dedup epoch")
+        return epoch
+
+    async def drop_replay(self, event_ids: Iterable[str]) -> None:
+        """Undo `bump_epoch`'s marks (the replay could not move the group)."""
+        ids = list(event_ids)
+        for start in range(0, len(ids), _BATCH):
+            await _call(self._redis.delete(*[self._replay_key(i) for i in ids[start:start + _BATCH]]),
+                        "dedup replay marks")
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -195,9 +288,18 @@ class MemoryDedupStore(_Base):
         self._marks[key] = (value, time.monotonic() + ttl)
 
     async def claim(self, event: RouterEvent, position: str, *, content: bool = True) -> Verdict:
+        if self._epoch_stale():
+            self._saw_epoch(self._get(self._epoch_key) or "0")
         if event.event_id in self._settled:
             return Verdict.DUPLICATE_ID
-        id_key, hash_key = self._keys(event, content)
+        epoch = self._get(self._replay_key(event.event_id)) or "0"
+        verdict = self._judge(event, position, self._prefix_of(epoch), self._hash(event, content))
+        if verdict in (Verdict.NEW, Verdict.CRASHED):
+            self._claimed[event.event_id] = epoch
+        return verdict
+
+    def _judge(self, event: RouterEvent, position: str, prefix: str, content_hash: str) -> Verdict:
+        id_key = f"{prefix}id:{event.event_id}"
         mark = self._get(id_key)
         if mark is not None:
             if mark == f"p:{position}":
@@ -210,7 +312,8 @@ class MemoryDedupStore(_Base):
             if not mark.startswith("p:"):
                 self._settled.add(event.event_id)
             return Verdict.DUPLICATE_ID
-        if hash_key:
+        if content_hash:
+            hash_key = f"{prefix}hash:{content_hash}"
             owner = self._get(hash_key)
             if owner is not None and owner != event.event_id:
                 self._set(id_key, "dup", self.id_ttl_s)
@@ -220,23 +323,39 @@ class MemoryDedupStore(_Base):
         self._set(id_key, f"p:{position}", self.lease_s)
         return Verdict.NEW
 
+    def _settle_marks(self, event: RouterEvent, *, drop_hash: bool, mark: str) -> None:
+        epoch = self._claimed.pop(event.event_id, None) or self._get(self._replay_key(event.event_id)) or "0"
+        prefix = self._prefix_of(epoch)
+        content_hash = self._hash(event, True)
+        if drop_hash and content_hash and self._get(f"{prefix}hash:{content_hash}") == event.event_id:
+            self._marks.pop(f"{prefix}hash:{content_hash}", None)
+        if mark:
+            self._set(f"{prefix}id:{event.event_id}", mark, self.id_ttl_s)
+        else:
+            self._marks.pop(f"{prefix}id:{event.event_id}", None)
+
     async def commit(self, event: RouterEvent) -> None:
-        self._set(self._keys(event, False)[0], "done", self.id_ttl_s)
+        self._settle_marks(event, drop_hash=False, mark="done")
         self._settled.add(event.event_id)
 
-    def _drop_hash(self, event: RouterEvent) -> str:
-        id_key, hash_key = self._keys(event, True)
-        if hash_key and self._get(hash_key) == event.event_id:
-            self._marks.pop(hash_key, None)
-        return id_key
-
     async def fail(self, event: RouterEvent) -> None:
-        self._set(self._drop_hash(event), "failed", self.id_ttl_s)
+        self._settle_marks(event, drop_hash=True, mark="failed")
         self._settled.add(event.event_id)
 
     async def release(self, event: RouterEvent) -> None:
         self._settled.discard(event.event_id)
-        self._marks.pop(self._drop_hash(event), None)
+        self._settle_marks(event, drop_hash=True, mark="")
+
+    async def bump_epoch(self, event_ids: Iterable[str]) -> int:
+        epoch = int(self._get(self._epoch_key) or 0) + 1
+        for event_id in event_ids:
+            self._set(self._replay_key(event_id), str(epoch), self.id_ttl_s)
+        self._set(self._epoch_key, str(epoch), float("inf"))
+        return epoch
+
+    async def drop_replay(self, event_ids: Iterable[str]) -> None:
+        for event_id in event_ids:
+            self._marks.pop(self._replay_key(event_id), None)
 
     async def close(self) -> None:
         return None

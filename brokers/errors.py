@@ -5,6 +5,8 @@
     ├── AuthenticationFailed         retriable=False   wrong user, password, certificate or ACL
     ├── RecordTooLarge               retriable=False   encoded record above max_record_bytes
     ├── TopicNotFound                retriable=False   topic/stream does not exist and may not be created
+    ├── GroupNotFound                retriable=False   the consumer group has no position on the topic
+    ├── GroupActive                  retriable=False   the group has members, so its position may not move
     ├── ConfigurationError           retriable=False   bad URL or options
     └── BrokerClosed                 retriable=False   used after close()
 
@@ -20,6 +22,8 @@ __all__ = [
     "BrokerError",
     "BrokerUnavailable",
     "ConfigurationError",
+    "GroupActive",
+    "GroupNotFound",
     "RecordTooLarge",
     "TopicNotFound",
 ]
@@ -54,6 +58,18 @@ class RecordTooLarge(BrokerError):
 
 class TopicNotFound(BrokerError):
     """The topic or stream does not exist."""
+
+
+class GroupNotFound(BrokerError):
+    """The consumer group has never read the topic (no committed offset, no Redis group)."""
+
+
+class GroupActive(BrokerError):
+    """The consumer group has members, and its position may only be moved while it has none."""
+
+    def __init__(self, message: str, members: int) -> None:
+        super().__init__(message)
+        self.members = members
 
 
 class ConfigurationError(BrokerError):

@@ -4,6 +4,7 @@
     consume      one AIOKafkaConsumer per member, driven by brokers/_kafka_group.py (offset
                  tracking, coalesced commits, rebalances, attempt counts)
     read         a group-less consumer positioned by time or id, stopping at the end seen at start
+    groups       lag and rewind from outside the group (brokers/_kafka_admin.py)
     ids          "<partition>:<offset>"
 
 aiokafka exceptions are translated into brokers.errors at the boundary (brokers/_kafka_errors.py).
@@ -23,11 +24,21 @@ from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
+from brokers._kafka_admin import KafkaGroupAdmin
 from brokers._kafka_errors import CLIENT_ERRORS, SIZE_ERRORS, probe_auth, too_large, translate
 from brokers._kafka_group import GroupMember, key_str
 from brokers._kafka_read import MergedRange, parse_id, position_reader
 from brokers._retry import retry_within_budget
-from brokers.base import Broker, Capabilities, Delivery, Record, StartPosition, check_size, decode_record
+from brokers.base import (
+    Broker,
+    Capabilities,
+    Delivery,
+    GroupLag,
+    Record,
+    StartPosition,
+    check_size,
+    decode_record,
+)
 from brokers.errors import AuthenticationFailed, BrokerClosed, BrokerUnavailable, ConfigurationError, TopicNotFound
 from brokers.settings import KafkaSettings
 
@@ -313,3 +324,26 @@ class KafkaBroker(Broker):
         finally:
             self._readers.discard(reader)
             await reader.stop()
+
+    # -- operating on groups ------------------------------------------------------------------
+
+    async def _group_admin(self, topic: str) -> tuple[KafkaGroupAdmin, list[TopicPartition]]:
+        if self._admin is None:
+            raise BrokerClosed(f"Kafka broker {self.url} is not started (or closed): use start()")
+
+        async def open_consumer(group_id: str | None) -> AIOKafkaConsumer:
+            return await self._start_client(lambda: self._new_consumer(group_id=group_id),
+                                             f"open a consumer on {topic!r}")
+
+        tps = [TopicPartition(topic, p) for p in sorted(await self._partitions(topic))]
+        return KafkaGroupAdmin(self._admin, open_consumer, self.settings.retry_budget_s), tps
+
+    async def group_lag(self, topic: str, group: str) -> GroupLag:
+        admin, tps = await self._group_admin(topic)
+        return await admin.lag(topic, tps, group)
+
+    async def rewind_group(self, topic: str, group: str, *, since: datetime, until: datetime | None = None,
+                           dry_run: bool = False, force: bool = False) -> dict[int | None, int]:
+        """`force` does not apply: Kafka moves the offsets of an empty group only (GroupActive)."""
+        admin, tps = await self._group_admin(topic)
+        return await admin.rewind(topic, tps, group, since, until, dry_run=dry_run)

@@ -5,21 +5,33 @@ Brokers connected to the same `memory://name` in one process share their topics.
 Redis Streams: one ordered log per topic; a group has a cursor and a pending list; a delivery stays
 pending until acked; a nacked one is delivered again; one left pending longer than `claim_idle_ms`
 (its member died or walked away) is handed to whichever member asks next, with attempt + 1.
+A group's members are its running `consume` iterators; its position (`group_lag`) is the sequence
+number of the next record it will be handed, like a Kafka offset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
 
-from brokers.base import Broker, Capabilities, Delivery, Record, StartPosition, check_size, decode_record
-from brokers.errors import BrokerClosed
+from brokers.base import (
+    Broker,
+    Capabilities,
+    Delivery,
+    GroupLag,
+    PartitionLag,
+    Record,
+    StartPosition,
+    check_size,
+    decode_record,
+)
+from brokers.errors import BrokerClosed, GroupActive, GroupNotFound
 from brokers.settings import MemorySettings
 
 __all__ = ["MemoryBroker"]
@@ -46,6 +58,7 @@ class _Group:
     cursor: int
     pending: dict[int, _Pending] = field(default_factory=dict)
     redeliver: deque[int] = field(default_factory=deque)
+    members: Counter[str] = field(default_factory=Counter)  # consumer name -> running iterators
 
 
 @dataclass
@@ -121,24 +134,30 @@ class MemoryBroker(Broker):
                 state.redeliver.append(seq)
                 log.wake()
 
-        while True:
-            seq = self._next(log, state, me, claim_idle_ms / 1000)
-            if seq is None:
-                waiter = asyncio.get_running_loop().create_future()
-                log.waiters.add(waiter)
-                try:
-                    await asyncio.wait_for(waiter, timeout=max(0.01, min(claim_idle_ms / 2000, 0.2)))
-                except TimeoutError:
-                    pass
-                if self._closed:
-                    return
-                continue
-            entry, pending = log.entries[seq], state.pending[seq]
-            event, error = decode_record(entry.value, topic=topic, partition=None, offset=entry.seq,
-                                         timestamp=entry.timestamp, headers=entry.headers)
-            yield Delivery(event=event, record_id=str(seq), topic=topic, key=entry.key,
-                           attempt=pending.count, error=error, raw=entry.value if event is None else None,
-                           timestamp=entry.timestamp, headers=entry.headers, settle=settle)
+        state.members[me] += 1
+        try:
+            while True:
+                seq = self._next(log, state, me, claim_idle_ms / 1000)
+                if seq is None:
+                    waiter = asyncio.get_running_loop().create_future()
+                    log.waiters.add(waiter)
+                    try:
+                        await asyncio.wait_for(waiter, timeout=max(0.01, min(claim_idle_ms / 2000, 0.2)))
+                    except TimeoutError:
+                        pass
+                    if self._closed:
+                        return
+                    continue
+                entry, pending = log.entries[seq], state.pending[seq]
+                event, error = decode_record(entry.value, topic=topic, partition=None, offset=entry.seq,
+                                             timestamp=entry.timestamp, headers=entry.headers)
+                yield Delivery(event=event, record_id=str(seq), topic=topic, key=entry.key,
+                               attempt=pending.count, error=error, raw=entry.value if event is None else None,
+                               timestamp=entry.timestamp, headers=entry.headers, settle=settle)
+        finally:
+            state.members[me] -= 1
+            if state.members[me] <= 0:
+                del state.members[me]
 
     @staticmethod
     def _next(log: _Topic, state: _Group, me: str, claim_idle_s: float) -> int | None:
@@ -181,3 +200,34 @@ class MemoryBroker(Broker):
                                          timestamp=entry.timestamp, headers=entry.headers)
             yield Record(event=event, record_id=str(entry.seq), timestamp=entry.timestamp, key=entry.key,
                          error=error, raw=entry.value if event is None else None)
+
+    # -- operating on groups -------------------------------------------------------------------------
+
+    async def group_lag(self, topic: str, group: str) -> GroupLag:
+        log = self._topic(topic)
+        end = len(log.entries)
+        state = log.groups.get(group)
+        if state is None:
+            return GroupLag(topic, group, (PartitionLag(None, None, str(end), None),), members=0)
+        where = PartitionLag(None, str(state.cursor), str(end), end - state.cursor, len(state.pending))
+        return GroupLag(topic, group, (where,), members=len(state.members))
+
+    async def rewind_group(self, topic: str, group: str, *, since: datetime, until: datetime | None = None,
+                           dry_run: bool = False, force: bool = False) -> dict[int | None, int]:
+        log = self._topic(topic)
+        state = log.groups.get(group)
+        if state is None:
+            raise GroupNotFound(f"consumer group {group!r} has never read {topic!r}")
+        if state.members and not (force or dry_run):
+            raise GroupActive(f"consumer group {group!r} has {len(state.members)} running member(s) on "
+                              f"{topic!r}: stop them first", len(state.members))
+        lo, hi = since.timestamp(), until.timestamp() if until is not None else float("inf")
+        in_range = sum(1 for entry in log.entries if lo <= entry.timestamp <= hi)
+        first = next((entry.seq for entry in log.entries if entry.timestamp >= lo), len(log.entries))
+        if not dry_run:
+            state.cursor = min(state.cursor, first)
+            for seq in [seq for seq in state.pending if seq >= first]:  # they come again, afresh
+                del state.pending[seq]
+            state.redeliver = deque(seq for seq in state.redeliver if seq in state.pending)
+            log.wake()
+        return {None: in_range}

@@ -10,6 +10,7 @@ XACK for many ids). Streams are trimmed by approximate MAXLEN on every XADD (`st
 A member's unacknowledged entries are handed to another member by XAUTOCLAIM once idle for
 `claim_idle_ms`; a restarted member with the same name gets its own pending entries first.
 `Delivery.attempt` is the entry's delivery count from the pending list, so it survives process death.
+A group's lag and its rewind for replay live in brokers/_redis_admin.py.
 """
 
 from __future__ import annotations
@@ -29,9 +30,19 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from brokers._coalesce import Coalescer
+from brokers._redis_admin import RedisGroupAdmin
 from brokers._redis_errors import translate_redis_error
 from brokers._retry import retry_within_budget
-from brokers.base import Broker, Capabilities, Delivery, Record, StartPosition, check_size, decode_record
+from brokers.base import (
+    Broker,
+    Capabilities,
+    Delivery,
+    GroupLag,
+    Record,
+    StartPosition,
+    check_size,
+    decode_record,
+)
 from brokers.errors import AuthenticationFailed, BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError
 from brokers.settings import RedisSettings
 
@@ -309,6 +320,16 @@ class RedisStreamsBroker(Broker):
             low = "(" + entries[-1][0].decode()
             if remaining is not None:
                 remaining -= len(entries)
+
+    # -- operating on groups -----------------------------------------------------------------------
+
+    async def group_lag(self, topic: str, group: str) -> GroupLag:
+        return await RedisGroupAdmin(self.client, self._call).lag(topic, group)
+
+    async def rewind_group(self, topic: str, group: str, *, since: datetime, until: datetime | None = None,
+                           dry_run: bool = False, force: bool = False) -> dict[int | None, int]:
+        return await RedisGroupAdmin(self.client, self._call).rewind(topic, group, since, until,
+                                                                     dry_run=dry_run, force=force)
 
 
 async def _no_settle(delivery: Delivery, ok: bool) -> None:

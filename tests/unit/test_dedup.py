@@ -1,5 +1,5 @@
-"""The dedup store's protocol on the memory store, and RouterConfig.from_env (same tests run on
-real Redis in tests/integration/test_router_dedup.py)."""
+"""The dedup store's protocol on the memory store, replay epochs included, and RouterConfig.from_env
+(the replay cases run on real Redis in tests/integration/test_dedup_replay.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from schemas.envelope import RouterEvent
 from tests.support import unique
 
 
-def _store(window_s: float = 30.0, group: str = "g") -> MemoryDedupStore:
-    return MemoryDedupStore(unique("mem"), "ns", group, window_s=window_s, id_ttl_s=60, lease_s=60)
+def _store(window_s: float = 30.0, group: str = "g", name: str | None = None) -> MemoryDedupStore:
+    return MemoryDedupStore(name or unique("mem"), "ns", group, window_s=window_s, id_ttl_s=60, lease_s=60)
 
 
 async def test_id_and_content_verdicts_and_release() -> None:
@@ -55,6 +55,85 @@ async def test_content_window_expires_and_groups_are_separate() -> None:
     assert await other_group.claim(RouterEvent.new("MODEL_PROMOTED", {"m": 1}), "p1") is Verdict.NEW
     await asyncio.sleep(0.25)
     assert await store.claim(RouterEvent.new("MODEL_PROMOTED", {"m": 1}), "p3") is Verdict.NEW
+
+
+async def _handled(store: MemoryDedupStore, event: RouterEvent, position: str) -> Verdict:
+    """Claim, and commit when the claim was NEW (what the router does around its handlers)."""
+    verdict = await store.claim(event, position)
+    if verdict is Verdict.NEW:
+        await store.commit(event)
+    return verdict
+
+
+async def test_a_replayed_event_passes_once_and_its_copies_are_dropped() -> None:
+    store = _store()
+    store.epoch_refresh_s = 0  # a member started after the replay sees its epoch at once
+    inside = [RouterEvent.new("TRAINING_COMPLETED", {"n": n}) for n in range(2)]
+    outside = RouterEvent.new("TRAINING_COMPLETED", {"n": 9})
+    for n, event in enumerate([*inside, outside]):
+        assert await _handled(store, event, f"data|t|None|{n}") is Verdict.NEW
+
+    assert await store.bump_epoch(e.event_id for e in inside) == 1
+    assert await store.claim(inside[0], "data|t|None|0") is Verdict.NEW
+    assert await store.claim(inside[0], "cross|t|0|0") is Verdict.DUPLICATE_ID  # its copy on another bus
+    await store.commit(inside[0])
+    assert await store.claim(inside[0], "data|t|None|0") is Verdict.DUPLICATE_ID
+    assert await _handled(store, inside[1], "data|t|None|1") is Verdict.NEW
+    assert await store.claim(outside, "data|t|None|2") is Verdict.DUPLICATE_ID
+
+    assert await store.bump_epoch([inside[1].event_id]) == 2  # a second replay: once more
+    assert await _handled(store, inside[1], "data|t|None|1") is Verdict.NEW
+    assert await store.claim(inside[0], "data|t|None|0") is Verdict.DUPLICATE_ID
+
+
+async def test_content_dedup_holds_among_replayed_events() -> None:
+    store = _store()
+    store.epoch_refresh_s = 0
+    first, twin = RouterEvent.new("MODEL_PROMOTED", {"m": 1}), RouterEvent.new("MODEL_PROMOTED", {"m": 1})
+    earlier = RouterEvent.new("MODEL_PROMOTED", {"m": 1})  # same content, before the replayed range
+    assert await _handled(store, earlier, "p0") is Verdict.NEW
+    assert await store.claim(first, "p1") is Verdict.DUPLICATE_CONTENT
+    await store.bump_epoch([first.event_id, twin.event_id])
+    assert await _handled(store, first, "p1") is Verdict.NEW  # the earlier twin's mark is of epoch 0
+    assert await store.claim(twin, "p2") is Verdict.DUPLICATE_CONTENT
+
+
+async def test_a_running_members_settled_cache_is_emptied_by_a_replay() -> None:
+    name = unique("mem")
+    member, operator = _store(name=name), _store(name=name)  # a group member, and `coord replay`
+    member.epoch_refresh_s = 0.05
+    event = RouterEvent.new("TRAINING_COMPLETED", {"n": 1})
+    assert await _handled(member, event, "p1") is Verdict.NEW
+    assert await member.claim(event, "p1") is Verdict.DUPLICATE_ID  # from its cache of settled ids
+    await operator.bump_epoch([event.event_id])
+    await asyncio.sleep(0.06)  # coord replay waits out the refresh interval before moving the group
+    assert await _handled(member, event, "p1") is Verdict.NEW
+    assert await member.claim(event, "p1") is Verdict.DUPLICATE_ID
+
+
+async def test_a_claim_in_flight_during_a_replay_settles_in_its_own_epoch() -> None:
+    store = _store()
+    store.epoch_refresh_s = 0
+    event = RouterEvent.new("TRAINING_COMPLETED", {"n": 1})
+    assert await store.claim(event, "p1") is Verdict.NEW  # being handled when the replay starts
+    await store.bump_epoch([event.event_id])
+    await store.commit(event)
+    assert await _handled(store, event, "p1") is Verdict.NEW  # the replay's delivery still runs
+
+
+async def test_dropped_replay_marks_and_release_in_a_replay() -> None:
+    store = _store()
+    store.epoch_refresh_s = 0
+    event = RouterEvent.new("TRAINING_COMPLETED", {"n": 1})
+    assert await _handled(store, event, "p1") is Verdict.NEW
+    await store.bump_epoch([event.event_id])
+    await store.drop_replay([event.event_id])  # the group could not be moved: no replay after all
+    assert await store.claim(event, "p1") is Verdict.DUPLICATE_ID
+    await store.bump_epoch([event.event_id])
+    assert await store.claim(event, "p1") is Verdict.NEW
+    await store.release(event)  # a retry may run it again, in the replay's epoch
+    assert await _handled(store, event, "p2") is Verdict.NEW
+    assert await store.claim(event, "p3") is Verdict.DUPLICATE_ID
 
 
 def test_config_from_env() -> None:

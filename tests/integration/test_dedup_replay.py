@@ -1,0 +1,83 @@
+"""Replay epochs of the dedup store on real Redis: a replayed event passes a group's dedup once, its
+copies and the events outside the range do not, and a running member's cache does not hide it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from brokers.dedup import RedisDedupStore, Verdict
+from schemas.envelope import RouterEvent
+from tests.support import unique
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stores(redis_service: str) -> AsyncIterator[tuple[RedisDedupStore, RedisDedupStore, str]]:
+    """A group member's store and the operator's (`coord replay`), same namespace and group."""
+    namespace = unique("dd")
+    member = RedisDedupStore(redis_service, namespace, "g", window_s=30, id_ttl_s=60, lease_s=60)
+    operator = RedisDedupStore(redis_service, namespace, "g", window_s=30, id_ttl_s=60, lease_s=60)
+    try:
+        yield member, operator, namespace
+    finally:
+        await member.close()
+        await operator.close()
+
+
+async def _handled(store: RedisDedupStore, event: RouterEvent, position: str) -> Verdict:
+    verdict = await store.claim(event, position)
+    if verdict is Verdict.NEW:
+        await store.commit(event)
+    return verdict
+
+
+async def test_a_replayed_event_passes_once_among_copies_and_twins(
+        stores: tuple[RedisDedupStore, RedisDedupStore, str], redis_service: str) -> None:
+    member, operator, namespace = stores
+    inside = RouterEvent.new("MODEL_PROMOTED", {"m": 1})
+    twin = RouterEvent.new("MODEL_PROMOTED", {"m": 1})  # same content, also in the range
+    outside = RouterEvent.new("MODEL_PROMOTED", {"m": 2})
+    assert await _handled(member, inside, "data|s|None|1-0") is Verdict.NEW
+    assert await member.claim(twin, "data|s|None|2-0") is Verdict.DUPLICATE_CONTENT
+    assert await _handled(member, outside, "data|s|None|3-0") is Verdict.NEW
+
+    assert await operator.bump_epoch([inside.event_id, twin.event_id]) == 1
+    member.epoch_refresh_s = 0.05
+    await asyncio.sleep(0.06)
+    assert await member.claim(inside, "data|s|None|1-0") is Verdict.NEW
+    assert await member.claim(inside, "cross|t|0|7") is Verdict.DUPLICATE_ID  # its copy on Kafka
+    await member.commit(inside)
+    assert await member.claim(twin, "data|s|None|2-0") is Verdict.DUPLICATE_CONTENT
+    assert await member.claim(outside, "data|s|None|3-0") is Verdict.DUPLICATE_ID
+    assert await member.claim(inside, "data|s|None|1-0") is Verdict.DUPLICATE_ID
+
+    client = aioredis.Redis.from_url(redis_service)
+    try:
+        prefix = f"{namespace}:dedup:g:"
+        assert await client.get(prefix + "epoch") == b"1"
+        assert await client.get(f"{prefix}replay:{inside.event_id}") == b"1"
+        assert await client.get(f"{prefix}e1:id:{inside.event_id}") == b"done"
+        assert await client.get(f"{prefix}id:{inside.event_id}") == b"done"  # epoch 0's mark stays
+    finally:
+        await client.aclose()
+
+
+async def test_in_flight_claims_and_dropped_replays(stores: tuple[RedisDedupStore, RedisDedupStore, str]) -> None:
+    member, operator, _ = stores
+    member.epoch_refresh_s = 0
+    busy = RouterEvent.new("TRAINING_COMPLETED", {"n": 1})
+    done = RouterEvent.new("TRAINING_COMPLETED", {"n": 2})
+    assert await _handled(member, done, "p2") is Verdict.NEW
+    assert await member.claim(busy, "p1") is Verdict.NEW  # being handled while the replay starts
+    await operator.bump_epoch([busy.event_id])
+    await member.commit(busy)  # settles the claim's epoch (0), not the replay's
+    assert await _handled(member, busy, "p1") is Verdict.NEW
+
+    await operator.bump_epoch([done.event_id])
+    await operator.drop_replay([done.event_id])  # the group could not be moved after all
+    assert await member.claim(done, "p2") is Verdict.DUPLICATE_ID
