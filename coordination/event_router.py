@@ -174,14 +174,17 @@ class UnifiedEventRouter:
             self._drainer.wake()
         if self._consumers:
             return
+        self._consumers = [asyncio.create_task(self._consume(bus, broker, topic), name=f"router-{bus}")
+                           for bus, broker, topic in self._read_targets()]
+
+    def _read_targets(self) -> list[tuple[str, Broker, str]]:
+        """(bus, broker, topic) of each bus this router reads."""
         c = self.config
         assert self._local is not None
         buses = [("data", self._local, c.data_topic), ("stage", self._local, c.stage_topic)]
         if self._cross is not None:
             buses.append(("cross", self._cross, c.cross_topic))
-        buses = [b for b in buses if b[0] in c.read_buses]
-        self._consumers = [asyncio.create_task(self._consume(bus, broker, topic), name=f"router-{bus}")
-                           for bus, broker, topic in buses]
+        return [b for b in buses if b[0] in c.read_buses]
 
     async def stop(self) -> None:
         """Stop the consumers and disconnect. Idempotent; the router can be started again."""
@@ -221,25 +224,38 @@ class UnifiedEventRouter:
     # -- publishing -------------------------------------------------------------------------------
 
     def _build(self, event_type: EventTypeLike, payload: Mapping[str, Any] | None, source: str,
-               correlation_id: str | None, dedup: bool) -> RouterEvent:
+               correlation_id: str | None, dedup: bool, *, parent_event_id: str | None = None,
+               trace_id: str | None = None, event_id: str | None = None,
+               target_group: str | None = None) -> RouterEvent:
+        if target_group is not None and not target_group:
+            raise ValueError("target_group must name a consumer group (None: every group)")
         name = self._type_key(event_type)
         fields: dict[str, Any] = {}
         parent = current_event()
         if parent is not None:
             fields.update(trace_id=parent.trace_id, correlation_id=parent.correlation_id,
                           parent_event_id=parent.event_id)
-        if correlation_id is not None:
-            fields["correlation_id"] = correlation_id
+        given = {"correlation_id": correlation_id, "parent_event_id": parent_event_id, "trace_id": trace_id,
+                 "event_id": event_id, "target_group": target_group}
+        fields.update({field: value for field, value in given.items() if value is not None})
         if not dedup:
-            fields["event_id"] = f"{NO_CONTENT_DEDUP_PREFIX}{uuid.uuid4()}"
+            fields["event_id"] = f"{NO_CONTENT_DEDUP_PREFIX}{event_id or uuid.uuid4()}"
         return RouterEvent.new(name, payload, source, **fields)
 
     async def publish(self, event_type: EventTypeLike, payload: Mapping[str, Any] | None = None,
                       source: str = "", *, route_to_data_bus: bool = True, route_to_stage_bus: bool = True,
                       route_to_cross_process: bool = True, key: str | None = None,
-                      correlation_id: str | None = None, dedup: bool = True) -> RouterEvent:
-        """Publish one event to the chosen buses; returns it once every bus acknowledged."""
-        event = self._build(event_type, payload, source, correlation_id, dedup)
+                      correlation_id: str | None = None, dedup: bool = True, parent_event_id: str | None = None,
+                      trace_id: str | None = None, event_id: str | None = None,
+                      target_group: str | None = None) -> RouterEvent:
+        """Publish one event to the chosen buses; returns it once every bus acknowledged.
+
+        Lineage, for re-publishing (a dead-letter re-drive): `parent_event_id`, `trace_id` and
+        `correlation_id` override what the running handler's event gives (see handlers.current_event);
+        `event_id` replaces the random id, so that repeating an interrupted re-publish with the same id
+        is dropped by dedup; `target_group` makes every other consumer group acknowledge and skip it."""
+        event = self._build(event_type, payload, source, correlation_id, dedup, parent_event_id=parent_event_id,
+                            trace_id=trace_id, event_id=event_id, target_group=target_group)
         routes = (route_to_data_bus, route_to_stage_bus, route_to_cross_process)
         await self._bridge.run(self._send(event, routes, key))
         return event
@@ -421,6 +437,8 @@ class UnifiedEventRouter:
         c, event = self.config, delivery.event
         if event is None:
             await self._dead_letter(delivery, bus, "decode", message=delivery.error or "undecodable")
+        elif event.target_group and event.target_group != c.group:
+            pass  # addressed to another consumer group (a re-drive): acknowledged, not handled
         elif not self._valid(event):
             await self._dead_letter(delivery, bus, "validate", message=f"unknown event type {event.event_type!r}")
         else:
@@ -493,6 +511,20 @@ class UnifiedEventRouter:
             "global_subscriber_count": len(self._global), "history_size": len(self._event_history),
             "running": self.is_running,
         }
+
+    async def consumer_lag(self) -> dict[str, int | None]:
+        """Per bus this router reads: records its group has not handled yet (not delivered, or
+        delivered and not acknowledged), from the brokers; None where a broker cannot say.
+        Empty before start()."""
+        if not self._consumers:
+            return {}
+        lags: dict[str, int | None] = {}
+        for bus, broker, topic in self._read_targets():
+            try:
+                lags[bus] = (await broker.group_lag(topic, self.config.group)).behind
+            except NotImplementedError:
+                lags[bus] = None
+        return lags
 
     def _spool_depth(self) -> dict[str, int]:
         """Records waiting in the spool per bus, and "total"."""

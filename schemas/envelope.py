@@ -11,6 +11,10 @@ Schema evolution rules (tested in tests/unit/test_envelope.py with an old and a 
 3. A field is never retyped, renamed or reused for another meaning; it is deprecated and left in place.
 4. `schema_version` is bumped when the meaning of the envelope changes; readers accept any version
    they can decode under rules 1-3 and never refuse a record for a higher version alone.
+
+`target_group` (added with default None, so older records and readers are unaffected) addresses an
+event to one consumer group: every other group acknowledges and skips it. A dead-letter re-drive uses
+it so that only the group that failed handles the event again. It is written only when set.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class RouterEvent(msgspec.Struct, kw_only=True):
     parent_event_id: str = ""
     content_hash: str = ""
     schema_version: int = SCHEMA_VERSION
+    target_group: str | None = None  # keep it last: `encode` leaves it out when None
 
     @classmethod
     def new(cls, event_type: Any, payload: Mapping[str, Any] | None = None, source: str = "",
@@ -111,9 +116,16 @@ _envelope_decoder = msgspec.json.Decoder(RouterEvent)
 _any_decoder = msgspec.json.Decoder()
 
 
+_UNTARGETED_TAIL = b',"target_group":null}'
+
+
 def encode(event: RouterEvent) -> bytes:
-    """The event as UTF-8 JSON bytes."""
-    return _encoder.encode(event)
+    """The event as UTF-8 JSON bytes (without `target_group` when it is None)."""
+    data = _encoder.encode(event)
+    # target_group is the last field, so an untargeted event ends with exactly this tail
+    if data.endswith(_UNTARGETED_TAIL):
+        return data[: -len(_UNTARGETED_TAIL)] + b"}"
+    return data
 
 
 def decode(data: bytes, *, topic: str | None = None, partition: int | None = None,

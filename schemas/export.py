@@ -70,10 +70,13 @@ _FIELD_DOCS: dict[str, str] = {
     "content_hash": "SHA-256 (64 lowercase hex) of the RFC 8785 canonical JSON of {event_type, payload without "
                     "timestamp, created_at, node_name, source, routed}. Absent: computed by the reader.",
     "schema_version": f"Envelope schema version ({SCHEMA_VERSION}); readers never refuse a higher one alone.",
+    "target_group": "Only this consumer group handles the event; every other group acknowledges and skips it "
+                    "(dead-letter re-drives). Absent or null: every group.",
 }
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {  # the envelope's optional fields as a reader decodes them
     "timestamp": (int, float), "source": (str,), "event_id": (str,), "trace_id": (str,),
     "correlation_id": (str,), "parent_event_id": (str,), "content_hash": (str,), "schema_version": (int,),
+    "target_group": (type(None), str),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "an array",
                     bool: "a boolean", type(None): "null"}
