@@ -1,76 +1,48 @@
-"""`coord dlq list | show | stats`: the dead-letter queue, read-only (re-drive and purge come later).
+"""`coord dlq list | show | stats` (and `redrive | purge`, from coordination.cli_dlq_redrive): the
+dead-letter queue and what was done about it.
 
-    coord dlq list --type TRAINING_COMPLETED --stage handle --since 1h
+    coord dlq list --type TRAINING_COMPLETED --stage handle --since 1h     # --status S, --all-states
     coord dlq show 3f2c9a1e                 # a unique prefix of the dead letter id is enough
-    coord dlq stats --json
+    coord dlq stats --json                  # by type, stage, group, error fingerprint, status
 
-`stats` groups by error fingerprint: the exception type plus its message with the parts that vary
-from one failure to the next (UUIDs, hex ids, numbers, quoted strings) replaced, so that "timeout
-after 31.2 s on 7f3a..." and "timeout after 29.8 s on 01bc..." count as one kind of failure.
+Every letter has a status (coordination.dlq_status: pending, redriving, redriven, abandoned, purged),
+shared with the DLQ_RETRY daemon; `show` prints it with its history. Purged letters are hidden from
+`list` and `stats` unless asked for (`list --status purged`, `list --all-states`).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from datetime import datetime
+from dataclasses import asdict
 from typing import Any
 
 import click
 import msgspec
 
-from brokers.errors import TopicNotFound
 from coordination.cli_context import CliSettings, run
-from coordination.cli_format import CliError, format_ts, parse_time, print_json, print_table, stdout
-from coordination.dlq import DeadLetter, DeadLetterQueue
+from coordination.cli_dlq_queue import by_ids, event_type_of, fingerprint, load_view, normalize_message
+from coordination.cli_dlq_redrive import purge_command, redrive_command
+from coordination.cli_format import format_ts, parse_time, print_json, print_table, stdout
+from coordination.dlq import DeadLetter
+from coordination.dlq_status import STATES, LetterStatus
 from schemas.events import normalize_event_type
 
 __all__ = ["dlq_group", "fingerprint", "normalize_message"]
 
 STAGES = ("decode", "validate", "handle", "timeout", "crash", "publish")
-_VARIABLE = [
-    (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
-    (re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<hex>"),
-    (re.compile(r"'[^']*'|\"[^\"]*\""), "<str>"),
-    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
-]
 
 
-def normalize_message(message: str) -> str:
-    """The message with its varying parts replaced (first line only, at most 200 characters)."""
-    text = (message.strip().splitlines() or [""])[0]
-    for pattern, placeholder in _VARIABLE:
-        text = pattern.sub(placeholder, text)
-    return text[:200]
-
-
-def fingerprint(letter: DeadLetter) -> str:
-    """`ExceptionType: normalized message` (the stage stands in for a missing exception type)."""
-    return f"{letter.exception_type or letter.stage}: {normalize_message(letter.message)}"
-
-
-def _event_type(letter: DeadLetter) -> str:
-    return letter.event.event_type if letter.event is not None else "<undecodable>"
-
-
-async def _letters(settings: CliSettings, **filters: Any) -> list[DeadLetter]:
-    config = settings.router_config()
-    async with settings.open_dlq_broker(config) as broker:
-        try:
-            return await DeadLetterQueue(broker, config.dlq_topic).list(**filters)
-        except TopicNotFound:
-            return []
-
-
-def _summary(letter: DeadLetter) -> dict[str, Any]:
+def _summary(letter: DeadLetter, status: LetterStatus) -> dict[str, Any]:
     return {"dead_letter_id": letter.dead_letter_id, "time": format_ts(letter.last_failure_at),
-            "event_type": _event_type(letter), "stage": letter.stage, "group": letter.consumer_group,
-            "handler": letter.handler, "attempts": letter.attempts, "error": fingerprint(letter)}
+            "event_type": event_type_of(letter), "event_id": letter.event.event_id if letter.event else None,
+            "stage": letter.stage, "status": status.state,
+            "group": letter.consumer_group, "handler": letter.handler, "attempts": letter.attempts,
+            "error": fingerprint(letter)}
 
 
 @click.group("dlq")
 def dlq_group() -> None:
-    """Inspect the dead-letter queue."""
+    """Inspect, re-drive and purge the dead-letter queue."""
 
 
 @dlq_group.command("list")
@@ -78,40 +50,61 @@ def dlq_group() -> None:
 @click.option("--group", metavar="G", help="only those of this consumer group")
 @click.option("--stage", type=click.Choice(STAGES), help="only those that failed at this stage")
 @click.option("--since", metavar="TIME", help="only those written since: 10m, 2h, ISO-8601, epoch seconds")
+@click.option("--status", "state", type=click.Choice(STATES), help="only those in this state")
+@click.option("--all-states", is_flag=True, help="purged ones too")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_obj
 def list_command(settings: CliSettings, event_type: str | None, group: str | None, stage: str | None,
-                 since: str | None, as_json: bool) -> None:
-    """Dead letters, oldest first."""
-    start: datetime | None = parse_time(since) if since is not None else None
+                 since: str | None, state: str | None, all_states: bool, as_json: bool) -> None:
+    """Dead letters, oldest first (purged ones hidden unless --status purged or --all-states)."""
+    start = parse_time(since) if since is not None else None
     wanted = normalize_event_type(event_type, strict=False) if event_type is not None else None
-    letters = run(_letters(settings, stage=stage, event_type=wanted, consumer_group=group, since=start))
+    view = run(load_view(settings, stage=stage, event_type=wanted, consumer_group=group, since=start))
+    rows = [_summary(d, view.statuses[d.dead_letter_id]) for d in view.letters]
+    rows = [r for r in rows if r["status"] == state or (state is None and (all_states or r["status"] != "purged"))]
     if as_json:
-        print_json([_summary(letter) for letter in letters])
+        print_json(rows)
         return
-    if not letters:
+    if not rows:
         stdout.print("no dead letters")
         return
-    print_table(["id", "time (UTC)", "type", "stage", "group", "attempts", "error"],
-                [(s["dead_letter_id"], s["time"], s["event_type"], s["stage"], s["group"], s["attempts"],
-                  s["error"]) for s in map(_summary, letters)], title=f"{len(letters)} dead letter(s)")
+    print_table(["id", "time (UTC)", "type", "stage", "status", "group", "attempts", "error"],
+                [(r["dead_letter_id"], r["time"], r["event_type"], r["stage"], r["status"], r["group"],
+                  r["attempts"], r["error"]) for r in rows], title=f"{len(rows)} dead letter(s)")
+
+
+def _print_status(status: LetterStatus) -> None:
+    rows = [("state", status.state + (f" ({status.reason})" if status.reason else "")),
+            ("tries", f"{status.tries}" + (f", last {format_ts(status.last_try_at)}" if status.last_try_at else ""))]
+    if status.redriven_as:
+        rows.append(("re-driven as", f"{status.redriven_as} to {status.target_group or 'every group'}"
+                     + (f" by {status.redriven_by}" if status.redriven_by else "")))
+    links = [f"{name} {value}" for name, value in (("parent", status.parent_id), ("failed again as",
+             status.failed_again_as)) if value]
+    if status.root_id and status.root_id != status.dead_letter_id:
+        links.append(f"chain root {status.root_id}")
+    if links:
+        rows.append(("chain", ", ".join(links)))
+    stdout.print("[bold]status[/bold]")
+    for name, value in rows:
+        stdout.print(f"  {name + ':':<16}{value}", markup=False)
+    if status.history:
+        print_table(["time (UTC)", "state", "by", "note"],
+                    [(format_ts(h["at"]), h["state"], h["by"], h["note"]) for h in status.history], title="history")
 
 
 @dlq_group.command("show")
 @click.argument("dead_letter_id")
-@click.option("--json", "as_json", is_flag=True, help="print the record as JSON")
+@click.option("--json", "as_json", is_flag=True, help="print the record (and its status) as JSON")
 @click.pass_obj
 def show_command(settings: CliSettings, dead_letter_id: str, as_json: bool) -> None:
-    """One dead letter, whole: envelope, error, traceback, attempts, where it came from."""
-    matches = [d for d in run(_letters(settings)) if d.dead_letter_id.startswith(dead_letter_id)]
-    if not matches:
-        raise CliError(f"no dead letter {dead_letter_id!r}")
-    if len({d.dead_letter_id for d in matches}) > 1:
-        raise CliError(f"{dead_letter_id!r} matches {len(matches)} dead letters: give more of the id")
-    letter = matches[-1]
+    """One dead letter, whole: envelope, error, traceback, attempts, where it came from, its status."""
+    view = run(load_view(settings))
+    [letter] = by_ids(view.letters, [dead_letter_id])
+    status = view.statuses[letter.dead_letter_id]
     record = msgspec.to_builtins(letter)
     if as_json:
-        print_json(record)
+        print_json({**record, "status": asdict(status)})
         return
     stdout.print(f"[bold]dead letter {letter.dead_letter_id}[/bold]")
     rows = [("stage", letter.stage), ("error", f"{letter.exception_type}: {letter.message}".lstrip(": ")),
@@ -122,6 +115,7 @@ def show_command(settings: CliSettings, dead_letter_id: str, as_json: bool) -> N
              + (f" partition {letter.partition}" if letter.partition is not None else ""))]
     for name, value in rows:
         stdout.print(f"  {name + ':':<16}{value}", markup=False)
+    _print_status(status)
     if letter.event is not None:
         stdout.print("[bold]envelope[/bold]")
         print_json(record["event"])
@@ -137,16 +131,24 @@ def show_command(settings: CliSettings, dead_letter_id: str, as_json: bool) -> N
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_obj
 def stats_command(settings: CliSettings, as_json: bool) -> None:
-    """Counts by event type, stage, consumer group and error fingerprint."""
-    letters = run(_letters(settings))
+    """Counts by event type, stage, consumer group, error fingerprint and status (purged ones apart)."""
+    view = run(load_view(settings))
+    letters = [d for d in view.letters if view.state(d) != "purged"]
+    purged = len(view.letters) - len(letters)
     counts = {
-        "type": Counter(_event_type(d) for d in letters), "stage": Counter(d.stage for d in letters),
+        "type": Counter(event_type_of(d) for d in letters), "stage": Counter(d.stage for d in letters),
         "group": Counter(d.consumer_group or "-" for d in letters), "fingerprint": Counter(map(fingerprint, letters)),
+        "status": Counter(view.state(d) for d in letters),
     }
     if as_json:
-        print_json({"total": len(letters), **{f"by_{k}": dict(v.most_common()) for k, v in counts.items()}})
+        print_json({"total": len(letters), "purged": purged,
+                    **{f"by_{k}": dict(v.most_common()) for k, v in counts.items()}})
         return
-    stdout.print(f"{len(letters)} dead letter(s)")
+    stdout.print(f"{len(letters)} dead letter(s)" + (f" (and {purged} purged, not counted)" if purged else ""))
     for name, counter in counts.items():
         if counter:
             print_table([name, "count"], counter.most_common(), title=f"by {name}")
+
+
+for _command in (redrive_command, purge_command):
+    dlq_group.add_command(_command)

@@ -9,7 +9,7 @@ A `DeadLetter` is written as JSON to the dead-letter topic (`<ns>.dlq` on Kafka,
               timeout    a handler ran past the handler timeout on its last attempt
               crash      the record was delivered more than max_deliveries times (its process kept dying)
 
-Re-drive and purge (`coord dlq redrive/purge`) arrive with a later issue.
+What was done about each letter (re-driven, abandoned, purged) is kept apart: coordination.dlq_status.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import pytest
 from brokers.errors import BrokerUnavailable
 from coordination.config import RouterConfig
 from coordination.daemon_clock import ManualClock
-from coordination.daemons.dlq_retry import DlqRetryDaemon, LetterStatus, MemoryStatusStore, backoff
+from coordination.daemons.dlq_retry import DlqRetryDaemon, backoff
 from coordination.dlq import DeadLetter
+from coordination.dlq_status import LetterStatus, MemoryStatusStore
 from coordination.event_router import RouterEvent, UnifiedEventRouter
-from coordination.handlers import current_event
 from tests.support import unique, until
 
 T0 = 1_700_000_000.0
@@ -53,11 +53,14 @@ class FakeRouter:
         self.published: list[tuple[RouterEvent, dict[str, Any]]] = []
 
     async def publish(self, event_type: str, payload: Mapping[str, Any] | None = None, source: str = "",
+                      *, event_id: str | None = None, parent_event_id: str | None = None, trace_id: str | None = None,
+                      correlation_id: str | None = None, target_group: str | None = None,
                       **routes: Any) -> RouterEvent:
         if self.fail and source.startswith("dlq_retry:"):
             raise BrokerUnavailable("the data bus is down")
-        parent = current_event()
-        event = RouterEvent.new(event_type, payload, source, parent_event_id=parent.event_id if parent else "")
+        lineage = {"event_id": event_id, "parent_event_id": parent_event_id, "trace_id": trace_id,
+                   "correlation_id": correlation_id, "target_group": target_group}
+        event = RouterEvent.new(event_type, payload, source, **{k: v for k, v in lineage.items() if v is not None})
         self.published.append((event, routes))
         return event
 
