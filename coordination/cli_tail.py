@@ -27,13 +27,13 @@ from coordination.cli_format import format_ts, parse_time, stdout
 from schemas.envelope import RouterEvent
 from schemas.events import normalize_event_type
 
-__all__ = ["tail_command"]
+__all__ = ["event_json", "event_line", "tail_command"]
 
 POLL_INTERVAL_S = 0.5
 LOOKBACK_S = 5.0
 
 
-def _line(bus: str, record: Record) -> str:
+def event_line(bus: str, record: Record) -> str:
     event = record.event
     if event is None:
         return f"{format_ts(record.timestamp)}  {bus:<5}  {record.record_id}  <undecodable: {record.error}>"
@@ -42,7 +42,7 @@ def _line(bus: str, record: Record) -> str:
             f"id={event.event_id}  source={event.source or '-'}  {payload}")
 
 
-def _as_json(bus: str, record: Record) -> str:
+def event_json(bus: str, record: Record) -> str:
     body: dict[str, object] = {"bus": bus, "record_id": record.record_id, "timestamp": record.timestamp,
                                "key": record.key}
     if record.event is not None:
@@ -71,7 +71,7 @@ async def _tail(settings: CliSettings, bus: str, types: frozenset[str], since: d
     def show(record: Record) -> None:
         if types and (record.event is None or record.event.event_type not in types):
             return
-        print(_as_json(bus, record) if as_json else _line(bus, record), flush=True)
+        print(event_json(bus, record) if as_json else event_line(bus, record), flush=True)
 
     async with settings.open_bus(config, bus) as broker:
         seen: dict[str, float] = {}  # record id -> timestamp, for the look-back window
