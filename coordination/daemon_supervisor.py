@@ -21,13 +21,15 @@ The daemon's run ends in one of three ways:
   is abandoned (logged) so shutdown never hangs.
 
 The body runs in its own task under the supervisor's task, so a restart can cancel the body
-without cancelling the supervisor.
+without cancelling the supervisor. In the supervisor's task, the body's and the tasks the body
+starts, `current_daemon()` is the daemon's name (log records carry it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import random
@@ -39,7 +41,8 @@ from coordination.daemon_events import LifecycleEvents
 from coordination.daemon_state_store import RestartLedger
 from coordination.daemon_types import DaemonInfo, DaemonState
 
-__all__ = ["CRASH_LOOP_RESTARTS", "CRASH_LOOP_WINDOW", "DaemonSupervisor", "Factory", "restart_backoff"]
+__all__ = ["CRASH_LOOP_RESTARTS", "CRASH_LOOP_WINDOW", "DaemonSupervisor", "Factory", "current_daemon",
+           "restart_backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,14 @@ BACKOFF_JITTER = 0.1
 CRASH_LOOP_RESTARTS = 3
 CRASH_LOOP_WINDOW = 300.0
 STABLE_RESET = 3600.0  # a daemon that ran this long without failing starts again from restart_count 0
+
+_current_daemon: contextvars.ContextVar[str | None] = contextvars.ContextVar("ringrift_current_daemon",
+                                                                             default=None)
+
+
+def current_daemon() -> str | None:
+    """The name of the daemon whose supervisor, body or a task the body started runs here, if any."""
+    return _current_daemon.get()
 
 
 def restart_backoff(attempt: int, base: float = 5.0, rng: random.Random | None = None) -> float:
@@ -94,6 +105,7 @@ class DaemonSupervisor:
     # -- running -----------------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        _current_daemon.set(self.info.name)  # this task's own context, copied by the body's task and its tasks
         info = self.info
         while True:
             started = self._clock.monotonic()

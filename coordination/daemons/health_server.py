@@ -3,13 +3,9 @@
     GET /healthz   200 when manager.liveness_probe() else 503; {alive, node_id, timestamp}
     GET /readyz    200 when manager.readiness_probe() else 503; {ready, not_ready_reasons, node_id, timestamp}
     GET /status    200; manager.status_report() plus {"router": router.get_stats()} when a router is given
-    GET /metrics   200; Prometheus text from a private CollectorRegistry, read at scrape time:
-                   ringrift_daemon_state{daemon,state} (1 for the daemon's state, 0 for the others),
-                   ringrift_daemon_restarts{daemon}, ringrift_daemon_healthy{daemon}, ringrift_liveness,
-                   ringrift_readiness and, with a router, ringrift_router_events_routed_total{event_type},
-                   ..._duplicates_prevented_total{kind=id|content}, ..._dead_lettered_total,
-                   ..._handler_errors_total, ..._handler_timeouts_total, ..._published_total{bus},
-                   ..._spool_depth{bus}
+                   and {"heartbeat": ...} (the node agent's latest, coordination.node_heartbeat) when given
+    GET /metrics   200; Prometheus text from a private registry read at scrape time (the families are
+                   listed in coordination.metrics)
     anything else  404 (405 for another method), JSON {"error": ...}
 
 Where it listens: `HealthServerSettings.from_env()` reads RINGRIFT_HEALTH_HOST (default 127.0.0.1)
@@ -29,15 +25,14 @@ import json
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from coordination.daemon_types import DaemonState
+from coordination.metrics import HeartbeatSource, node_registry
 from coordination.protocols import HealthCheckResult
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "HealthServer", "HealthServerSettings", "factory"]
@@ -62,59 +57,6 @@ class HealthServerSettings:
         return cls(host=env.get("RINGRIFT_HEALTH_HOST", "").strip() or DEFAULT_HOST, port=number)
 
 
-class _Collector:
-    """Reads the manager and the router at each scrape (no state of its own)."""
-
-    def __init__(self, manager: Any, router: Any) -> None:
-        self._manager = manager
-        self._router = router
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._daemon_metrics()
-        if self._router is not None:
-            yield from self._router_metrics(self._router.get_stats())
-
-    def _daemon_metrics(self) -> Iterator[Metric]:
-        state = GaugeMetricFamily("ringrift_daemon_state", "1 for the daemon's current state",
-                                  labels=["daemon", "state"])
-        restarts = GaugeMetricFamily("ringrift_daemon_restarts", "Restarts counted against max_restarts",
-                                     labels=["daemon"])
-        healthy = GaugeMetricFamily("ringrift_daemon_healthy", "1 when the daemon is healthy", labels=["daemon"])
-        for key, entry in self._manager.get_all_daemon_health().items():
-            name = key.value
-            for candidate in DaemonState:
-                state.add_metric([name, candidate.value], 1.0 if entry["state"] == candidate.value else 0.0)
-            restarts.add_metric([name], float(entry["restart_count"]))
-            healthy.add_metric([name], 1.0 if entry["healthy"] else 0.0)
-        yield from (state, restarts, healthy)
-        yield GaugeMetricFamily("ringrift_liveness", "1 when the liveness probe passes",
-                                value=1.0 if self._manager.liveness_probe() else 0.0)
-        yield GaugeMetricFamily("ringrift_readiness", "1 when the readiness probe passes",
-                                value=1.0 if self._manager.readiness_probe() else 0.0)
-
-    @staticmethod
-    def _router_metrics(stats: Mapping[str, Any]) -> Iterator[Metric]:
-        routed = CounterMetricFamily("ringrift_router_events_routed", "Events dispatched to handlers",
-                                     labels=["event_type"])
-        for event_type, count in sorted(stats.get("events_routed", {}).items()):
-            routed.add_metric([event_type], float(count))
-        dups = CounterMetricFamily("ringrift_router_duplicates_prevented", "Deliveries dropped as duplicates",
-                                   labels=["kind"])
-        dups.add_metric(["id"], float(stats.get("duplicates_prevented", 0)))
-        dups.add_metric(["content"], float(stats.get("content_duplicates_prevented", 0)))
-        published = CounterMetricFamily("ringrift_router_published", "Events written per bus", labels=["bus"])
-        for bus, count in sorted(stats.get("published", {}).items()):
-            published.add_metric([bus], float(count))
-        depth = GaugeMetricFamily("ringrift_router_spool_depth", "Records waiting in the spool", labels=["bus"])
-        for bus, count in sorted(stats.get("spool_depth", {}).items()):
-            depth.add_metric([bus], float(count))
-        yield from (routed, dups, published, depth)
-        for name, key, text in (("dead_lettered", "dead_lettered", "Dead letters written"),
-                                ("handler_errors", "handler_errors", "Failed handler attempts"),
-                                ("handler_timeouts", "handler_timeouts", "Timed-out handler attempts")):
-            yield CounterMetricFamily(f"ringrift_router_{name}", text, value=float(stats.get(key, 0)))
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
 
@@ -127,7 +69,8 @@ class HealthServer:
     """The HTTP server as a daemon: `run()` serves until `stop()`."""
 
     def __init__(self, manager: Any, router: Any = None, *, host: str | None = None, port: int | None = None,
-                 node_id: str | None = None, settings: HealthServerSettings | None = None) -> None:
+                 node_id: str | None = None, settings: HealthServerSettings | None = None,
+                 heartbeat: HeartbeatSource | None = None) -> None:
         s = settings or HealthServerSettings.from_env()
         self._manager = manager
         self._router = router
@@ -136,8 +79,8 @@ class HealthServer:
         self.node_id = node_id or getattr(getattr(router, "config", None), "node_id", None) or socket.gethostname()
         self.port: int | None = None
         self.requests = 0
-        self._registry = CollectorRegistry()
-        self._registry.register(_Collector(manager, router))  # type: ignore[arg-type]
+        self._heartbeat = heartbeat
+        self._registry = node_registry(manager, router, heartbeat=heartbeat)
         self._stopped = asyncio.Event()
         self._listening = asyncio.Event()
 
@@ -208,6 +151,8 @@ class HealthServer:
         body = {**self._manager.status_report(), "node_id": self.node_id, "timestamp": time.time()}
         if self._router is not None:
             body["router"] = self._router.get_stats()
+        if self._heartbeat is not None:
+            body["heartbeat"] = self._heartbeat()
         return _json(200, body)
 
     async def _metrics(self, request: web.Request) -> web.Response:

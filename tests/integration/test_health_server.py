@@ -104,10 +104,10 @@ async def test_probes_report_a_permanently_failed_critical_daemon(tmp_path: Path
             assert 'ringrift_daemon_state{daemon="event_router",state="failed"} 1.0' in text
             assert 'ringrift_daemon_state{daemon="event_router",state="running"} 0.0' in text
             assert "ringrift_liveness 0.0" in text and "ringrift_readiness 0.0" in text
-            assert "ringrift_router_published_total{bus=\"data\"}" in text
-            assert "ringrift_router_dead_lettered_total 0.0" in text
-            assert "ringrift_router_duplicates_prevented_total{kind=\"id\"}" in text
-            assert "ringrift_router_spool_depth{bus=\"total\"} 0.0" in text
+            assert 'ringrift_events_published_total{bus="data",group="node-h.router"}' in text
+            assert 'ringrift_events_dead_lettered_total{group="node-h.router"} 0.0' in text
+            assert 'ringrift_events_deduplicated_total{group="node-h.router",kind="id"}' in text
+            assert 'ringrift_spool_depth{bus="total"} 0.0' in text
             status, body = await get(session, f"{base}/nope")
             assert status == 404 and body["path"] == "/nope"
             async with session.post(f"{base}/healthz") as response:
@@ -140,7 +140,7 @@ async def test_healthy_manager_and_the_server_started_through_its_factory(tmp_pa
         status, body = await get(session, f"http://127.0.0.1:{port}/status")
         assert "router" not in body and body["daemons"]["health_server"]["state"] == "running"
         status, text = await get(session, f"http://127.0.0.1:{port}/metrics")
-        assert "ringrift_liveness 1.0" in text and "ringrift_router" not in text
+        assert "ringrift_liveness 1.0" in text and "ringrift_events_" not in text
     assert await m.shutdown(timeout=2.0, force=True)
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as session:
