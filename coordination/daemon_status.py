@@ -105,7 +105,7 @@ class DaemonStatusViews:
                 reasons.append(f"{info.name} is {info.state.value}")
             elif last is not None and not last.healthy:
                 reasons.append(f"{info.name} is unhealthy: {last.message}")
-            elif last is not None and last.details.get("consumer_lag", 0) > self._readiness_max_lag:
+            elif last is not None and (last.details.get("consumer_lag") or 0) > self._readiness_max_lag:
                 reasons.append(f"{info.name} lags {last.details['consumer_lag']} > {self._readiness_max_lag}")
         return reasons
 

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 from brokers.errors import ConfigurationError
 from coordination.config import RouterConfig
 from coordination.daemon_types import DaemonTypeLike, resolve_daemon_type
+from coordination.daemons.lag_sampler import LagSampler
 from coordination.event_router import UnifiedEventRouter
 from coordination.protocols import HealthCheckResult
 from schemas.envelope import RouterEvent
@@ -48,11 +49,13 @@ Bus = Literal["data", "stage", "cross"]
 _BUSES: tuple[Bus, ...] = ("data", "stage", "cross")
 
 
-def daemon_router_config(base: RouterConfig, daemon_type: DaemonTypeLike) -> RouterConfig:
-    """The router configuration of a daemon: group `daemon.<type>`, a member name unique to this
-    process, and no spool (the process's own router holds the spool directory's lock)."""
+def daemon_router_config(base: RouterConfig, daemon_type: DaemonTypeLike, *, per_node: bool = False) -> RouterConfig:
+    """The router configuration of a daemon: group `daemon.<type>` (`daemon.<type>.<node_id>` when
+    `per_node`), a member name unique to this process, and no spool (the process's own router holds
+    the spool directory's lock)."""
     name = resolve_daemon_type(daemon_type).value
-    return dataclasses.replace(base, service_name=name, group_name=f"daemon.{name}",
+    group = f"daemon.{name}.{base.node_id}" if per_node else f"daemon.{name}"
+    return dataclasses.replace(base, service_name=name, group_name=group,
                                consumer_name=f"daemon.{name}.{base.node_id}.{os.getpid()}", spool_dir=None)
 
 
@@ -70,12 +73,16 @@ class ConsumerDaemon(abc.ABC):
     subscriptions: ClassVar[Sequence[str]] = ()
     buses: ClassVar[Sequence[Bus]] = ("cross",)
     max_error_rate: ClassVar[float] = 0.1  # above it health_check() is unhealthy (from_metrics)
+    # True: every node's instance reads every event (group `daemon.<type>.<node_id>`), for work
+    # addressed to a node (sync commands) rather than shared out among nodes
+    group_per_node: ClassVar[bool] = False
+    lag_interval_s: ClassVar[float] = 10.0  # how often the group's lag is read for health and readiness
 
     def __init__(self, config: RouterConfig | None = None) -> None:
         unknown = set(self.buses) - set(_BUSES)
         if unknown or not self.buses:
             raise ConfigurationError(f"{type(self).__name__}.buses {tuple(self.buses)}: use some of {_BUSES}")
-        base = daemon_router_config(config or RouterConfig.from_env(), self.daemon_type)
+        base = daemon_router_config(config or RouterConfig.from_env(), self.daemon_type, per_node=self.group_per_node)
         read = {b for b in self.buses if b != "cross" or base.kafka_enabled}
         if "cross" in self.buses and not base.kafka_enabled:
             read.add("data")
@@ -88,6 +95,7 @@ class ConsumerDaemon(abc.ABC):
         self._handled = 0
         self._errors = 0
         self._last_handled_at: float | None = None
+        self.lag = LagSampler(self.router, self.lag_interval_s)
 
     @abc.abstractmethod
     async def handle(self, event: RouterEvent) -> None:
@@ -106,11 +114,15 @@ class ConsumerDaemon(abc.ABC):
 
     async def run(self) -> None:
         """Consume until `stop()`; the router is stopped (acks committed) however run() ends."""
+        sampling: asyncio.Task[None] | None = None
         try:
             await self.router.start()
             self._started_at = time.monotonic()
+            sampling = asyncio.create_task(self.lag.run(), name=f"lag-{self.config.group}")
             await self._stop.wait()
         finally:
+            if sampling is not None:
+                sampling.cancel()
             await self.router.stop()
 
     async def stop(self) -> None:
@@ -122,8 +134,8 @@ class ConsumerDaemon(abc.ABC):
         stats = self.router.get_stats()
         details: dict[str, Any] = {"group": self.config.group, "handled": self._handled, "errors": self._errors,
                                    "dead_lettered": stats["dead_lettered"], "running": stats["running"]}
-        # The broker contract has no cheap lag query; the spool depth is what this process holds back.
         details["spool_depth"] = stats["spool_depth"]["total"]
+        details.update(self.lag.details())
         dead = dead_consumers(self.router)
         if self._started_at is not None and not self._stop.is_set() and (dead or not self.router.is_running):
             return HealthCheckResult.unhealthy(f"router consumers not running: {dead or 'all'}", **details)

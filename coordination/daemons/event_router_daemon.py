@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Callable
 
 from coordination.daemons.base import dead_consumers
+from coordination.daemons.lag_sampler import LagSampler
 from coordination.event_router import UnifiedEventRouter
 from coordination.protocols import HealthCheckResult
 
@@ -22,18 +23,23 @@ __all__ = ["EventRouterDaemon", "factory"]
 
 
 class EventRouterDaemon:
-    def __init__(self, router: UnifiedEventRouter) -> None:
+    def __init__(self, router: UnifiedEventRouter, lag_interval_s: float = 10.0) -> None:
         self.router = router
         self._stop = asyncio.Event()
         self._running = False
+        self.lag = LagSampler(router, lag_interval_s)
 
     async def run(self) -> None:
+        sampling: asyncio.Task[None] | None = None
         try:
             await self.router.start()
             self._running = True
+            sampling = asyncio.create_task(self.lag.run(), name="lag-event-router")
             await self._stop.wait()
         finally:
             self._running = False
+            if sampling is not None:
+                sampling.cancel()
             await self.router.stop()
 
     async def stop(self) -> None:
@@ -44,6 +50,7 @@ class EventRouterDaemon:
         details = {key: stats[key] for key in ("total_events_routed", "handler_errors", "dead_lettered",
                                                "published", "running")}
         details["spool_depth"] = stats["spool_depth"]["total"]
+        details.update(self.lag.details())
         if not self._running:
             return HealthCheckResult.unhealthy("router not started", **details)
         dead = dead_consumers(self.router)
