@@ -17,7 +17,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("profile", sorted(IMPLEMENTED_PROFILES))
-async def test_profile_starts_cleanly_and_answers_probes(profile: str, kafka_service: str, tmp_path) -> None:
+async def test_profile_starts_cleanly_and_answers_probes(profile: str, kafka_service: str, tmp_path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # the sync daemons (DATA_SERVER, AUTO_SYNC, ...) read their data directory, port and secret here
+    monkeypatch.setenv("RINGRIFT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RINGRIFT_DATA_PORT", "0")
+    monkeypatch.setenv("RINGRIFT_CLUSTER_SECRET", "profile-test-secret")
     router = UnifiedEventRouter(RouterConfig.from_env(environ={
         "RINGRIFT_REDIS_URL": REDIS_URL, "RINGRIFT_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
         "RINGRIFT_NAMESPACE": unique("prof"), "RINGRIFT_NODE_ID": "node-1"}))

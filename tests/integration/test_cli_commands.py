@@ -184,8 +184,8 @@ def test_node_agent_serves_health_heartbeats_and_stops_on_sigterm(env: dict[str,
             assert response.status == 200 and json.loads(response.read())["node_id"] == "node-a"
         status = json.loads(coord(env, "status", "--json").stdout)
         [node] = status["nodes"]
-        assert node["node_id"] == "node-a" and node["status"] == "running"
-        assert node["daemons"]["event_router"] == "running"
+        assert node["node_id"] == "node-a" and node["state"] == "running"
+        assert node["daemons"]["event_router"]["state"] == "running"
         agent.send_signal(signal.SIGTERM)
         started = time.monotonic()
         assert agent.wait(timeout=15) == 0
@@ -196,13 +196,14 @@ def test_node_agent_serves_health_heartbeats_and_stops_on_sigterm(env: dict[str,
             agent.kill()
             agent.wait()
     [node] = json.loads(coord(env, "status", "--json").stdout)["nodes"]
-    assert node["status"] == "stopped"
+    assert node["state"] == "stopped"
 
 
 def test_daemons_list(env: dict[str, str]) -> None:
     rows = json.loads(coord(env, "daemons", "list", "--json").stdout)
     implemented = {r["daemon"] for r in rows if r["implemented"]}
-    assert implemented == {"EVENT_ROUTER", "HEALTH_SERVER", "DAEMON_WATCHDOG", "DLQ_RETRY"}
+    assert implemented == {"EVENT_ROUTER", "HEALTH_SERVER", "DAEMON_WATCHDOG", "DLQ_RETRY", "DATA_SERVER", "AUTO_SYNC",
+                           "EPHEMERAL_SYNC", "MODEL_DISTRIBUTION", "NPZ_DISTRIBUTION"}
     coordinator = json.loads(coord(env, "daemons", "list", "--profile", "coordinator", "--json").stdout)
     router = next(r for r in coordinator if r["daemon"] == "DLQ_RETRY")
     assert router["depends_on"] == ["EVENT_ROUTER"] and "coordinator" in router["profiles"]
