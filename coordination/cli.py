@@ -4,9 +4,11 @@
     coord node run --profile P [--node-id ID] [--health-port N]      coordination.cli_node
     coord publish TYPE [--payload JSON | --payload-file F | -] ...    coordination.cli_publish
     coord tail [--bus B] [--type T ...] [--since 10m] [--follow]      coordination.cli_tail
-    coord dlq list | show ID | stats                                  coordination.cli_dlq
+    coord replay --bus B --since T [--until T] (--print | --to-group G [--dry-run])   coordination.cli_replay
+    coord dlq list | show ID | stats | redrive | purge                coordination.cli_dlq
     coord daemons list [--profile P]                                  coordination.cli_daemons
     coord status                                                      coordination.cli_status
+    coord sync DATA_TYPE [--to NODE ...] [--no-wait] ...              coordination.cli_sync
     coord schema export --format jsonschema|asyncapi | check FILE     coordination.cli_schema
 
 Errors: whatever goes wrong is printed as ONE line on stderr (`coord: error: ...`) with a non-zero
@@ -26,8 +28,10 @@ from coordination.cli_dlq import dlq_group
 from coordination.cli_format import CliError
 from coordination.cli_node import node_group
 from coordination.cli_publish import publish_command
+from coordination.cli_replay import replay_command
 from coordination.cli_schema import schema_group
 from coordination.cli_status import status_command
+from coordination.cli_sync import sync_command
 from coordination.cli_tail import tail_command
 
 __all__ = ["cli", "main"]
@@ -46,6 +50,8 @@ def cli(ctx: click.Context, timeout: float | None) -> None:
 for command in (node_group, publish_command, tail_command, dlq_group, daemons_group, status_command,
                 schema_group):
     cli.add_command(command)
+cli.add_command(sync_command)
+cli.add_command(replay_command)
 
 
 def _fail(message: str, code: int) -> int:

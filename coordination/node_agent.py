@@ -9,38 +9,42 @@
    `NodeAgentError` instead of leaving a supervisor restarting the router in the background;
 2. starts the profile with the process's DaemonManager (`get_daemon_manager()` registers the
    built-ins), plus HEALTH_SERVER when the profile lacks it (a node always answers /healthz), plus the
-   daemons of the plugins (`plugins`, default RINGRIFT_PLUGINS; see coordination.plugins);
-3. publishes a heartbeat every `heartbeat_interval_s` to the Kafka topic `<ns>.nodes`, keyed by node
-   id: `{"node_id", "profile", "pid", "health_port", "status", "daemons": {name: state}, "timestamp"}`;
-   `coord status` reads it from the beginning and keeps the latest per node. The brokers API creates
-   plain topics (no topic configs), so the topic is not compacted: readers keep the latest per key
-   themselves, and a retention policy bounds it;
-4. on the signal: a last heartbeat with status "stopped", `manager.shutdown()` (daemons stop,
-   dependents first), `router.stop()` (consumers commit, spool drainer stopped with its records kept).
+   daemons of the plugins (`plugins`, default RINGRIFT_PLUGINS; see coordination.plugins); the agent
+   registers HEALTH_SERVER again so that /metrics and /status carry its latest heartbeat;
+3. joins the namespace's leader election (`agent.leadership`, coordination.daemons.leader; a
+   leader_only daemon of this process can wait on it) and learns other nodes' leadership from
+   LEADER_ELECTED / LEADER_LOST;
+4. publishes a heartbeat every `heartbeat_interval_s` (coordination.node_heartbeat: daemons, lag,
+   leader, spool depth), which `coord status` folds;
+5. on the signal: leaves the election (a successor takes over at once), `manager.shutdown()`
+   (daemons stop, dependents first), a last heartbeat with state "stopped", `router.stop()`
+   (consumers commit, spool drainer stopped with its records kept).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
-import brokers
-from brokers.base import Broker
 from brokers.errors import BrokerError
+from coordination import __version__
 from coordination.daemon_manager import DaemonManager, get_daemon_manager
 from coordination.daemon_types import DaemonManagerConfig, DaemonType
+from coordination.daemons import health_server
 from coordination.daemons.health_server import HealthServerSettings
-from coordination.event_router import UnifiedEventRouter, get_router
+from coordination.daemons.leader import Leadership
+from coordination.event_router import RouterEvent, UnifiedEventRouter, get_router
+from coordination.node_heartbeat import NodeHeartbeat, NodeIdentity
 from coordination.plugins import PluginError, load_plugins, plugins_from_env
 
-__all__ = ["NodeAgent", "NodeAgentError", "heartbeat_topic"]
+__all__ = ["LeaderTracker", "NodeAgent", "NodeAgentError"]
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +57,53 @@ class NodeAgentError(Exception):
         self.unreachable = unreachable  # a broker could not be reached within the retry budget
 
 
-def heartbeat_topic(namespace: str) -> str:
-    return f"{namespace}.nodes"
+class LeaderTracker:
+    """Who leads the namespace as far as this node knows: itself while its candidacy leads, else the
+    node named by the last LEADER_ELECTED it saw (None after that node's LEADER_LOST)."""
+
+    def __init__(self, leadership: Leadership, node_id: str) -> None:
+        self.leadership = leadership
+        self.node_id = node_id
+        self._seen: str | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.node_id if self.is_leader else self._seen
+
+    async def on_event(self, event: RouterEvent) -> None:
+        node = event.payload.get("node_id")
+        if not isinstance(node, str):
+            return
+        if event.event_type == "LEADER_ELECTED":
+            self._seen = node
+            log.info("leader of the namespace: %s", node)
+        elif self._seen == node:
+            self._seen = None
+            log.info("%s no longer leads the namespace", node)
 
 
 class NodeAgent:
-    def __init__(self, profile: str, *, heartbeat_interval_s: float = 5.0, shutdown_timeout_s: float = 20.0,
+    def __init__(self, profile: str, *, heartbeat_interval_s: float = 5.0, shutdown_timeout_s: float | None = None,
                  router: UnifiedEventRouter | None = None, manager: DaemonManager | None = None,
                  plugins: list[str] | None = None) -> None:
         self.profile = profile
         self.plugins = plugins_from_env() if plugins is None else plugins
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.shutdown_timeout_s = shutdown_timeout_s
+        # the API reference's job grace period bounds how long the daemons get to stop
+        self.shutdown_timeout_s = shutdown_timeout_s if shutdown_timeout_s is not None else \
+            _env_seconds("RINGRIFT_JOB_GRACE_PERIOD", 60.0)
         self.router = router or get_router()
         self.manager = manager or get_daemon_manager(DaemonManagerConfig.from_env())
+        self.leadership = Leadership(self.router.config, router=self.router)
+        self.leader = LeaderTracker(self.leadership, self.node_id)
         self.health_port: int | None = None
+        self.heartbeat: NodeHeartbeat | None = None
+        self._started_at = time.time()
         self._stop = asyncio.Event()
-        self._heartbeats: Broker | None = None
 
     @property
     def node_id(self) -> str:
@@ -86,7 +120,8 @@ class NodeAgent:
         beating: asyncio.Task[None] | None = None
         try:
             await self._start()
-            beating = asyncio.create_task(self._beat(), name="node-heartbeat")
+            if self.heartbeat is not None:
+                beating = asyncio.create_task(self.heartbeat.run(), name="node-heartbeat")
             on_ready(self._ready_line())
             await self._stop.wait()
         finally:
@@ -102,15 +137,17 @@ class NodeAgent:
         if self.profile not in self.manager.profiles:
             known = ", ".join(sorted(self.manager.profiles))
             raise NodeAgentError(f"unknown profile {self.profile!r}; profiles: {known}")
-        c = self.router.config
         try:
             extra = load_plugins(self.plugins, self.manager)
         except PluginError as exc:
             raise NodeAgentError(str(exc)) from None
+        for event_type in ("LEADER_ELECTED", "LEADER_LOST"):
+            self.router.subscribe(event_type, self.leader.on_event)
         try:
             await self.router.start()
         except BrokerError as exc:
             raise NodeAgentError(f"cannot start: {type(exc).__name__}: {exc}", unreachable=exc.retriable) from None
+        self._register_health_server()
         results = await self.manager.start_all(self.profile)
         for daemon_type in (DaemonType.HEALTH_SERVER, *extra):
             if daemon_type not in results:
@@ -119,14 +156,32 @@ class NodeAgent:
         if failed:
             raise NodeAgentError(f"daemons did not start: {', '.join(failed)}")
         self.health_port = await self._health_port()
-        if c.kafka_url is not None and self.heartbeat_interval_s > 0:
-            self._heartbeats = brokers.connect(c.kafka_url, retry_budget_s=c.publish_retry_budget_s,
-                                               **c.kafka_options)
-            try:
-                await self._heartbeats.start()
-                await self._heartbeats.ensure_topic(heartbeat_topic(c.namespace))
-            except BrokerError as exc:
-                raise NodeAgentError(f"cannot start the heartbeat: {exc}", unreachable=exc.retriable) from None
+        beat = NodeHeartbeat(self._identity(), self.router.config, self.manager, self.router, self.leader,
+                             daemons=[getattr(t, "value", str(t)) for t in results])
+        try:
+            await self.leadership.start()
+            if self.heartbeat_interval_s > 0:
+                await beat.start()
+                self.heartbeat = beat
+        except BrokerError as exc:
+            await beat.close()
+            raise NodeAgentError(f"cannot start the election or the heartbeat: {exc}",
+                                 unreachable=exc.retriable) from None
+
+    def _register_health_server(self) -> None:
+        info = self.manager.get_daemon_info(DaemonType.HEALTH_SERVER)
+        depends_on = info.depends_on if info is not None else [DaemonType.EVENT_ROUTER]
+        self.manager.register_factory(DaemonType.HEALTH_SERVER,
+                                      health_server.factory(self.manager, self.router, heartbeat=self._last_beat),
+                                      depends_on=depends_on)
+
+    def _last_beat(self) -> dict[str, Any] | None:
+        return self.heartbeat.last if self.heartbeat is not None else None
+
+    def _identity(self) -> NodeIdentity:
+        return NodeIdentity(node_id=self.node_id, profile=self.profile, host=socket.gethostname(), pid=os.getpid(),
+                            version=__version__, started_at=self._started_at, interval_s=self.heartbeat_interval_s,
+                            health_url=self._health_url())
 
     async def _health_port(self, timeout_s: float = 10.0) -> int | None:
         """The health server's port once it listens (its instance is made by the supervisor's task)."""
@@ -139,48 +194,48 @@ class NodeAgent:
                     return int(await info.instance.started(timeout_s))
                 await asyncio.sleep(0.05)
 
+    def _health_url(self) -> str | None:
+        if not self.health_port:
+            return None
+        host = HealthServerSettings.from_env().host
+        if host in ("", "0.0.0.0", "::"):  # listening everywhere: name the host others can reach
+            host = socket.gethostname()
+        return f"http://{host}:{self.health_port}"
+
     def _ready_line(self) -> str:
-        daemons = ", ".join(name for name, entry in self._daemon_states().items() if entry == "running")
-        health = f"http://{_health_host()}:{self.health_port}/healthz" if self.health_port else "none"
+        report = self.manager.status_report()["daemons"]
+        daemons = ", ".join(name for name, entry in report.items() if entry["state"] == "running")
+        url = self._health_url()
+        health = f"{url}/healthz" if url else "none"
         return (f"node {self.node_id} ready: profile {self.profile} (pid {os.getpid()}); daemons: {daemons}; "
                 f"health: {health}")
 
-    def _daemon_states(self) -> dict[str, str]:
-        report = self.manager.status_report()["daemons"]
-        return {name: entry["state"] for name, entry in report.items() if entry["state"] != "stopped"
-                or name in {getattr(t, "value", t) for t in self.manager.profiles.get(self.profile, ())}}
-
-    def heartbeat(self, status: str = "running") -> dict[str, Any]:
-        return {"node_id": self.node_id, "profile": self.profile, "pid": os.getpid(), "health_port": self.health_port,
-                "status": status, "daemons": self._daemon_states(), "timestamp": time.time(),
-                "interval_s": self.heartbeat_interval_s}
-
-    async def _send_heartbeat(self, status: str) -> None:
-        if self._heartbeats is None:
-            return
-        value = json.dumps(self.heartbeat(status)).encode()
-        await self._heartbeats.publish_raw(heartbeat_topic(self.router.config.namespace), value, key=self.node_id)
-
-    async def _beat(self) -> None:
-        while True:
-            try:
-                await self._send_heartbeat("running")
-            except BrokerError as exc:  # a missed beat is not worth stopping the node for
-                log.warning("heartbeat not sent: %s", exc)
-            await asyncio.sleep(self.heartbeat_interval_s)
-
     async def _shutdown(self) -> None:
-        with contextlib.suppress(BrokerError, asyncio.TimeoutError):
-            async with asyncio.timeout(5.0):
-                await self._send_heartbeat("stopped")
+        with contextlib.suppress(BrokerError, TimeoutError):
+            async with asyncio.timeout(10.0):
+                await self.leadership.stop()  # while the router runs: LEADER_LOST is announced
+        spool_depth = self.heartbeat.spool_depth() if self.heartbeat is not None else None
         try:
             await self.manager.shutdown(timeout=self.shutdown_timeout_s, force=True)
+            if self.heartbeat is not None:
+                with contextlib.suppress(BrokerError, TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await self.heartbeat.send("stopped", spool_depth=spool_depth)
         finally:
             await self.router.stop()
-            if self._heartbeats is not None:
-                await self._heartbeats.close()
-                self._heartbeats = None
+            if self.heartbeat is not None:
+                await self.heartbeat.close()
+                self.heartbeat = None
 
 
-def _health_host() -> str:
-    return HealthServerSettings.from_env().host
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise NodeAgentError(f"{name}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise NodeAgentError(f"{name}={raw!r} must be >= 0")
+    return value

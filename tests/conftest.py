@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from brokers.base import Broker
 from tests.support import KAFKA_URL, REDIS_URL, make_broker, require_service
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels() -> Iterator[None]:
+    """`coord`'s main() quiets these loggers for a command's run; a test calling it in-process must
+    not leave them quiet for the tests after it (caplog would see nothing)."""
+    names = ("aiokafka", "kafka", "redis", "brokers", "coordination", "")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(params=["memory", "redis", "kafka"])

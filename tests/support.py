@@ -7,10 +7,13 @@ you). When they are missing, those tests fail loudly with how to start them; the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +43,28 @@ def require_service(url: str) -> None:
     if _service_errors[url]:
         pytest.fail(f"{url} is not reachable ({_service_errors[url]}); start the services with "
                     "`eval \"$(scripts/services up)\"` or run `scripts/test`", pytrace=False)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def private_redis(*ports: int) -> Iterator[list[str]]:
+    """Extra Redis servers on private ports (scripts/services; one per simulated node), stopped after."""
+    services = str(ROOT / "scripts" / "services")
+    try:
+        for port in ports:
+            done = subprocess.run([services, "up", "--only", "redis", "--redis-port", str(port)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, f"scripts/services up --redis-port {port} failed:\n{done.stderr[-3000:]}"
+        urls = [f"redis://127.0.0.1:{port}/0" for port in ports]
+        for url in urls:
+            require_service(url)
+        yield urls
+    finally:
+        for port in ports:
+            subprocess.run([services, "down", "--only", "redis", "--redis-port", str(port)], cwd=ROOT,
+                           capture_output=True, timeout=120, check=False)
 
 
 def unique(prefix: str) -> str:
