@@ -59,6 +59,7 @@ class _Group:
     pending: dict[int, _Pending] = field(default_factory=dict)
     redeliver: deque[int] = field(default_factory=deque)
     members: Counter[str] = field(default_factory=Counter)  # consumer name -> running iterators
+    next_claim_scan: float = 0.0  # monotonic time of the next look for abandoned deliveries
 
 
 @dataclass
@@ -169,10 +170,12 @@ class MemoryBroker(Broker):
                 pending = state.pending[seq]
                 pending.consumer, pending.since, pending.count = me, now, pending.count + 1
                 return seq
-        for seq, pending in state.pending.items():
-            if pending.consumer != me and now - pending.since >= claim_idle_s:
-                pending.consumer, pending.since, pending.count = me, now, pending.count + 1
-                return seq
+        if now >= state.next_claim_scan:  # not on every read: the scan is linear in the pending list
+            for seq, pending in state.pending.items():
+                if pending.consumer != me and now - pending.since >= claim_idle_s:
+                    pending.consumer, pending.since, pending.count = me, now, pending.count + 1
+                    return seq
+            state.next_claim_scan = now + min(claim_idle_s / 4, 0.25)
         if state.cursor < len(log.entries):
             seq = state.cursor
             state.cursor += 1

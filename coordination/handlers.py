@@ -107,9 +107,18 @@ class HandlerOutcome:
         return isinstance(self.error, HandlerTimeout)
 
 
+_async_handlers: dict[Handler, bool] = {}  # inspect is slow; handlers are few and long-lived
+
+
 def _is_async(handler: Handler) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None))  # noqa: B004 - an object with an async __call__
+    known = _async_handlers.get(handler)
+    if known is None:
+        known = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None))  # noqa: B004 - an object with an async __call__
+        if len(_async_handlers) >= 4096:
+            _async_handlers.clear()
+        _async_handlers[handler] = known
+    return known
 
 
 async def _attempt(handler: Handler, event: RouterEvent, timeout_s: float) -> None:
@@ -142,6 +151,24 @@ async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy)
         else:
             outcome.failures += 1
 
+    async def observed_attempt() -> None:
+        outcome.attempts += 1
+        started = time.perf_counter() if _observers else 0.0
+        try:
+            await _attempt(handler, event, policy.timeout_s)
+        except Exception as exc:
+            record_failure(exc)
+            _observe(event, outcome.handler, started, False)
+            raise
+        _observe(event, outcome.handler, started, True)
+
+    # The first attempt runs without the retry machinery (most handlings succeed at once, and
+    # building the retry state costs more than a fast handler); a failure enters it as attempt 1.
+    try:
+        await observed_attempt()
+        return outcome
+    except Exception as exc:
+        first_failure: BaseException | None = exc
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts),
         wait=wait_exponential_jitter(multiplier=policy.initial_s, max=policy.max_wait_s,
@@ -150,15 +177,10 @@ async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy)
     try:
         async for attempt in retrying:
             with attempt:
-                outcome.attempts += 1
-                started = time.perf_counter() if _observers else 0.0
-                try:
-                    await _attempt(handler, event, policy.timeout_s)
-                except Exception as exc:
-                    record_failure(exc)
-                    _observe(event, outcome.handler, started, False)
-                    raise
-                _observe(event, outcome.handler, started, True)
+                if first_failure is not None:
+                    failure, first_failure = first_failure, None
+                    raise failure
+                await observed_attempt()
     except RetryError as exc:  # pragma: no cover - reraise=True hands us the last error instead
         outcome.error = exc.last_attempt.exception()
     except Exception as exc:
