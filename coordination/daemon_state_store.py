@@ -33,11 +33,14 @@ _KEEP_RESTARTS = 64  # per daemon; enough for any window the manager asks about
 
 
 def default_state_path(environ: Mapping[str, str] | None = None) -> Path:
-    """`$RINGRIFT_COORDINATION_DIR/daemon_restarts.json`, else under `~/.ringrift/coordination`."""
+    """`$RINGRIFT_COORDINATION_DIR/daemon_restarts.json`, else under `~/.ringrift/coordination`; with
+    RINGRIFT_NODE_ID set, `daemon_restarts.<node id>.json`, so that node agents sharing a machine (or
+    a home directory) keep their own restart state."""
     env = os.environ if environ is None else environ
     base = env.get("RINGRIFT_COORDINATION_DIR", "").strip()
     directory = Path(base).expanduser() if base else Path.home() / ".ringrift" / "coordination"
-    return directory / STATE_FILE_NAME
+    node = "".join(c if c.isalnum() or c in "-_." else "_" for c in env.get("RINGRIFT_NODE_ID", "").strip())
+    return directory / (STATE_FILE_NAME.replace(".json", f".{node}.json") if node else STATE_FILE_NAME)
 
 
 class RestartLedger:

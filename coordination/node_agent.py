@@ -36,6 +36,7 @@ from typing import Any
 from brokers.errors import BrokerError
 from coordination import __version__
 from coordination.daemon_manager import DaemonManager, get_daemon_manager
+from coordination.daemon_state_store import default_state_path
 from coordination.daemon_types import DaemonManagerConfig, DaemonType
 from coordination.daemons import health_server
 from coordination.daemons.health_server import HealthServerSettings
@@ -152,9 +153,9 @@ class NodeAgent:
         for daemon_type in (DaemonType.HEALTH_SERVER, *extra):
             if daemon_type not in results:
                 results[daemon_type] = await self.manager.start(daemon_type)
-        failed = [getattr(t, "name", str(t)) for t, ok in results.items() if not ok]
+        failed = [t for t, ok in results.items() if not ok]
         if failed:
-            raise NodeAgentError(f"daemons did not start: {', '.join(failed)}")
+            raise NodeAgentError(f"daemons did not start: {', '.join(self._why_not(t) for t in failed)}")
         self.health_port = await self._health_port()
         beat = NodeHeartbeat(self._identity(), self.router.config, self.manager, self.router, self.leader,
                              daemons=[getattr(t, "value", str(t)) for t in results])
@@ -182,6 +183,13 @@ class NodeAgent:
         return NodeIdentity(node_id=self.node_id, profile=self.profile, host=socket.gethostname(), pid=os.getpid(),
                             version=__version__, started_at=self._started_at, interval_s=self.heartbeat_interval_s,
                             health_url=self._health_url())
+
+    def _why_not(self, daemon_type: Any) -> str:
+        name = getattr(daemon_type, "name", str(daemon_type))
+        if self.manager.is_permanently_failed(daemon_type):
+            return (f"{name} (permanently failed in an earlier run of this node; the state in "
+                    f"{default_state_path()} expires after 24 h, or delete it)")
+        return name
 
     async def _health_port(self, timeout_s: float = 10.0) -> int | None:
         """The health server's port once it listens (its instance is made by the supervisor's task)."""

@@ -64,7 +64,8 @@ class Demo:
 
     def _node(self, node_id: str, profile: str, redis_url: str) -> Node:
         env = dict(self.env, RINGRIFT_REDIS_URL=redis_url, RINGRIFT_SPOOL_DIR=str(self.work / node_id / "spool"),
-                   RINGRIFT_DATA_DIR=str(self.work / node_id / "data"), RINGRIFT_DATA_PORT="0")
+                   RINGRIFT_DATA_DIR=str(self.work / node_id / "data"), RINGRIFT_DATA_PORT="0",
+                   RINGRIFT_COORDINATION_DIR=str(self.work / node_id / "state"))
         return Node(node_id, profile, env, self.work / f"{node_id}.log")
 
     # -- the steps ----------------------------------------------------------------------------------

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from brokers.base import Broker
 from tests.support import KAFKA_URL, REDIS_URL, make_broker, require_service
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_coordination_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Daemon restart state (and permanent failures) of the node agents the tests start stay in the
+    session's temporary directory: never in the home directory, never carried into the next run."""
+    previous = os.environ.get("RINGRIFT_COORDINATION_DIR")
+    os.environ["RINGRIFT_COORDINATION_DIR"] = str(tmp_path_factory.mktemp("coordination-state"))
+    yield
+    if previous is None:
+        os.environ.pop("RINGRIFT_COORDINATION_DIR", None)
+    else:
+        os.environ["RINGRIFT_COORDINATION_DIR"] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -304,3 +304,13 @@ async def test_health_loop_never_starts_a_daemon_nobody_asked_for(tmp_path: Path
     await clock.advance(3600)
     assert started == ["wanted"] and not m.is_running("IDLE")
     await m.shutdown(timeout=1)
+
+
+def test_restart_state_lives_per_node_under_the_coordination_dir(tmp_path: Path) -> None:
+    from coordination.daemon_state_store import default_state_path
+
+    base = {"RINGRIFT_COORDINATION_DIR": str(tmp_path)}
+    assert default_state_path(base) == tmp_path / "daemon_restarts.json"
+    assert default_state_path({**base, "RINGRIFT_NODE_ID": "gpu-7"}) == tmp_path / "daemon_restarts.gpu-7.json"
+    assert default_state_path({**base, "RINGRIFT_NODE_ID": "a/../b"}).parent == tmp_path  # no path tricks
+    assert default_state_path({"RINGRIFT_NODE_ID": "n1"}).parent == Path.home() / ".ringrift" / "coordination"
