@@ -56,8 +56,21 @@ class MemoryAttemptStore:
             self.counts.pop((group, key), None)
 
 
+# KEYS: the counters. ARGV: their TTL in seconds. Returns the new counts in order.
+_INCR_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return out
+"""
+
+
 class RedisAttemptStore:
-    """Counters in Redis (`<namespace>:attempts:<group>:<key>`), one pipeline per call."""
+    """Counters in Redis (`<namespace>:attempts:<group>:<key>`), one round trip per call (the
+    increments of a fetched batch are one script call: a pipeline of 2 commands per record cost
+    more to encode than the round trip it saved)."""
 
     def __init__(self, url_or_client: str | aioredis.Redis, namespace: str = "ringrift",
                  ttl_s: int = 7 * 24 * 3600) -> None:
@@ -65,6 +78,7 @@ class RedisAttemptStore:
         self._redis = aioredis.from_url(url_or_client) if isinstance(url_or_client, str) else url_or_client
         self._prefix = f"{namespace}:attempts:"
         self._ttl_s = ttl_s
+        self._incr_many = self._redis.register_script(_INCR_MANY)
 
     def _key(self, group: str, key: str) -> str:
         return f"{self._prefix}{group}:{key}"
@@ -72,13 +86,11 @@ class RedisAttemptStore:
     async def incr_many(self, group: str, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            name = self._key(group, key)
-            pipe.incr(name)
-            pipe.expire(name, self._ttl_s)
-        results = await self._execute(pipe, "increment attempt counters")
-        return [int(value) for value in results[::2]]
+        try:
+            counts = await self._incr_many(keys=[self._key(group, key) for key in keys], args=[self._ttl_s])
+        except (redis_errors.RedisError, OSError) as exc:
+            raise translate_redis_error(exc, "attempt store: increment attempt counters") from exc
+        return [int(value) for value in counts]
 
     async def clear_many(self, group: str, keys: Sequence[str]) -> None:
         if not keys:

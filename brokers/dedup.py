@@ -43,7 +43,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -68,6 +68,8 @@ class Verdict(enum.Enum):
 
 class DedupStore(Protocol):
     async def claim(self, event: RouterEvent, position: str, *, content: bool = True) -> Verdict: ...
+    async def claim_many(self, items: Sequence[tuple[RouterEvent, str, bool]]) -> list[Verdict]: ...
+    async def commit_many(self, events: Sequence[RouterEvent]) -> None: ...
     async def commit(self, event: RouterEvent) -> None: ...
     async def fail(self, event: RouterEvent) -> None: ...
     async def release(self, event: RouterEvent) -> None: ...
@@ -110,36 +112,57 @@ local function marks(prefix, epoch)
   return prefix .. 'e' .. epoch .. ':'
 end
 """
-# KEYS: replay mark of the event, the group's epoch. ARGV: position mark, lease, window, event id,
-# id TTL, max takeovers, prefix, content hash ('' = no content dedup). Returns {code, epoch, group epoch}.
+# Claims of a batch of events, one after the other (a later one sees an earlier one's marks).
+# KEYS: the replay mark of each event, then the group's epoch. ARGV: lease, window, id TTL, max takeovers,
+# prefix, then per event: position mark, event id, content hash ('' = no content dedup).
+# Returns {group epoch, {{code, epoch of the event's marks}, ...}}; codes as _CODES.
 _CLAIM = _EPOCH_PREFIX + """
-local e = redis.call('GET', KEYS[1]) or '0'
-local g = redis.call('GET', KEYS[2]) or '0'
-local p = marks(ARGV[7], e)
-local id = p .. 'id:' .. ARGV[4]
-local v = redis.call('GET', id)
-if v then
-  if v == ARGV[1] then
-    local n = redis.call('INCR', id .. ':takeovers')
-    redis.call('PEXPIRE', id .. ':takeovers', ARGV[5])
-    if n >= tonumber(ARGV[6]) then return {4, e, g} end
-    redis.call('SET', id, ARGV[1], 'PX', ARGV[2])
-    return {0, e, g}
+local g = redis.call('GET', KEYS[#KEYS]) or '0'
+local lease, window, ttl, maxt, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local out = {}
+for i = 1, #KEYS - 1 do
+  local pos, eid, hsh = ARGV[3 * i + 3], ARGV[3 * i + 4], ARGV[3 * i + 5]
+  local e = redis.call('GET', KEYS[i]) or '0'
+  local p = marks(prefix, e)
+  local id = p .. 'id:' .. eid
+  local code = 0
+  local v = redis.call('GET', id)
+  if v then
+    if v == pos then
+      local n = redis.call('INCR', id .. ':takeovers')
+      redis.call('PEXPIRE', id .. ':takeovers', ttl)
+      if n >= maxt then code = 4 else redis.call('SET', id, pos, 'PX', lease) end
+    elseif string.sub(v, 1, 2) == 'p:' then
+      code = 3
+    else
+      code = 1
+    end
+  else
+    if hsh ~= '' then
+      local hash = p .. 'hash:' .. hsh
+      local h = redis.call('GET', hash)
+      if h and h ~= eid then
+        redis.call('SET', id, 'dup', 'PX', ttl)
+        code = 2
+      else
+        redis.call('SET', hash, eid, 'PX', window)
+      end
+    end
+    if code == 0 then redis.call('SET', id, pos, 'PX', lease) end
   end
-  if string.sub(v, 1, 2) == 'p:' then return {3, e, g} end
-  return {1, e, g}
+  out[i] = {code, e}
 end
-if ARGV[8] ~= '' then
-  local hash = p .. 'hash:' .. ARGV[8]
-  local h = redis.call('GET', hash)
-  if h and h ~= ARGV[4] then
-    redis.call('SET', id, 'dup', 'PX', ARGV[5])
-    return {2, e, g}
-  end
-  redis.call('SET', hash, ARGV[4], 'PX', ARGV[3])
+return {g, out}
+"""
+# Commits of a batch. KEYS: the replay mark of each event. ARGV: prefix, id TTL, then per event: epoch of
+# its claim ('' = the event's current one), event id.
+_COMMIT = _EPOCH_PREFIX + """
+for i = 1, #KEYS do
+  local e = ARGV[2 * i + 1]
+  if e == '' then e = redis.call('GET', KEYS[i]) or '0' end
+  redis.call('SET', marks(ARGV[1], e) .. 'id:' .. ARGV[2 * i + 2], 'done', 'PX', ARGV[2])
 end
-redis.call('SET', id, ARGV[1], 'PX', ARGV[2])
-return {0, e, g}
+return #KEYS
 """
 # KEYS: replay mark of the event. ARGV: epoch of the claim ('' = the event's current one), prefix, event
 # id, content hash whose mark to drop if ours ('' = keep), new id mark ('' = delete it), its TTL.
@@ -196,7 +219,8 @@ class _Base:
 
 
 class RedisDedupStore(_Base):
-    """The marks in Redis (see the module docstring); one Lua round trip per claim."""
+    """The marks in Redis (see the module docstring): one script call per batch of claims (a single
+    claim is a batch of one) and one per batch of commits."""
 
     def __init__(self, url: str, namespace: str, group: str, **options: float) -> None:
         super().__init__(namespace, group, **options)  # type: ignore[arg-type]
@@ -205,35 +229,59 @@ class RedisDedupStore(_Base):
                                               socket_connect_timeout=s.connect_timeout_s,
                                               socket_timeout=s.socket_timeout_s)
         self._claim = self._redis.register_script(_CLAIM)
+        self._commit = self._redis.register_script(_COMMIT)
         self._settle = self._redis.register_script(_SETTLE)
 
     async def claim(self, event: RouterEvent, position: str, *, content: bool = True) -> Verdict:
+        return (await self.claim_many([(event, position, content)]))[0]
+
+    async def claim_many(self, items: Sequence[tuple[RouterEvent, str, bool]]) -> list[Verdict]:
+        """`claim` for (event, position, content) items in one round trip (one script call); verdicts
+        in order. A later item sees an earlier one's marks (two identical events in one batch: the
+        second is DUPLICATE_CONTENT)."""
         if self._epoch_stale():
             epoch = await _call(self._redis.get(self._epoch_key), "dedup epoch")
             self._saw_epoch(epoch.decode() if epoch else "0")  # type: ignore[attr-defined]
-        if event.event_id in self._settled:
-            return Verdict.DUPLICATE_ID
-        args = [f"p:{position}", _secs(self.lease_s), _secs(self.window_s), event.event_id, _secs(self.id_ttl_s),
-                str(self.max_takeovers), self._prefix, self._hash(event, content)]
-        code, epoch, group_epoch = await _call(
-            self._claim(keys=[self._replay_key(event.event_id), self._epoch_key], args=args), "dedup claim")
+        verdicts: list[Verdict] = [Verdict.DUPLICATE_ID] * len(items)
+        asked = [index for index, (event, _, _) in enumerate(items) if event.event_id not in self._settled]
+        if not asked:
+            return verdicts
+        keys = [self._replay_key(items[index][0].event_id) for index in asked]
+        keys.append(self._epoch_key)
+        args = [_secs(self.lease_s), _secs(self.window_s), _secs(self.id_ttl_s), str(self.max_takeovers), self._prefix]
+        for index in asked:
+            event, position, content = items[index]
+            args += [f"p:{position}", event.event_id, self._hash(event, content)]
+        group_epoch, replies = await _call(self._claim(keys=keys, args=args), "dedup claim")  # type: ignore[misc]
         self._saw_epoch(group_epoch.decode())
-        verdict = _CODES[int(code)]
-        if verdict in (Verdict.NEW, Verdict.CRASHED):
-            self._claimed[event.event_id] = epoch.decode()
-        elif int(code) in (1, 2):  # settled marks (3: in flight on another member)
+        for index, (code, epoch) in zip(asked, replies, strict=True):
+            event = items[index][0]
+            verdict = verdicts[index] = _CODES[int(code)]
+            if verdict in (Verdict.NEW, Verdict.CRASHED):
+                self._claimed[event.event_id] = epoch.decode()
+            elif int(code) in (1, 2):  # settled marks (3: in flight on another member)
+                self._settled.add(event.event_id)
+        return verdicts
+
+    async def commit(self, event: RouterEvent) -> None:
+        await self.commit_many([event])
+
+    async def commit_many(self, events: Sequence[RouterEvent]) -> None:
+        """`commit` for many events in one round trip."""
+        if not events:
+            return
+        args = [self._prefix, _secs(self.id_ttl_s)]
+        for event in events:
+            args += [self._claimed.pop(event.event_id, ""), event.event_id]
+        await _call(self._commit(keys=[self._replay_key(e.event_id) for e in events], args=args), "dedup commit")
+        for event in events:
             self._settled.add(event.event_id)
-        return verdict
 
     async def _settle_marks(self, event: RouterEvent, *, drop_hash: bool, mark: str, what: str) -> None:
         epoch = self._claimed.pop(event.event_id, "")
         args = [epoch, self._prefix, event.event_id, self._hash(event, True) if drop_hash else "", mark,
                 _secs(self.id_ttl_s)]
         await _call(self._settle(keys=[self._replay_key(event.event_id)], args=args), what)
-
-    async def commit(self, event: RouterEvent) -> None:
-        await self._settle_marks(event, drop_hash=False, mark="done", what="dedup commit")
-        self._settled.add(event.event_id)
 
     async def fail(self, event: RouterEvent) -> None:
         await self._settle_marks(event, drop_hash=True, mark="failed", what="dedup fail")
@@ -297,6 +345,13 @@ class MemoryDedupStore(_Base):
         if verdict in (Verdict.NEW, Verdict.CRASHED):
             self._claimed[event.event_id] = epoch
         return verdict
+
+    async def claim_many(self, items: Sequence[tuple[RouterEvent, str, bool]]) -> list[Verdict]:
+        return [await self.claim(event, position, content=content) for event, position, content in items]
+
+    async def commit_many(self, events: Sequence[RouterEvent]) -> None:
+        for event in events:
+            await self.commit(event)
 
     def _judge(self, event: RouterEvent, position: str, prefix: str, content_hash: str) -> Verdict:
         id_key = f"{prefix}id:{event.event_id}"

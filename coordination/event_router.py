@@ -44,6 +44,7 @@ import brokers
 from brokers.base import Broker, Delivery
 from brokers.dedup import Verdict, connect_dedup
 from brokers.errors import BrokerError, BrokerUnavailable
+from coordination._delivery_batches import delivery_batches
 from coordination._loop_bridge import LoopBridge
 from coordination.config import RouterConfig
 from coordination.dlq import DeadLetter, DeadLetterQueue, Stage, dead_letter_for
@@ -406,11 +407,13 @@ class UnifiedEventRouter:
         # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
         while me is None or not me.cancelling():
             try:
-                async for delivery in broker.consume(topic, c.group, c.consumer, start=c.start_position,
-                                                     claim_idle_ms=c.claim_idle_ms):
-                    await self._handle(bus, delivery)
-                    if me is not None and me.cancelling():
-                        return
+                deliveries = broker.consume(topic, c.group, c.consumer, start=c.start_position,
+                                            claim_idle_ms=c.claim_idle_ms)
+                async with contextlib.aclosing(delivery_batches(deliveries, c.consume_batch)) as batches:
+                    async for batch in batches:
+                        await self._handle_batch(bus, batch)
+                        if me is not None and me.cancelling():
+                            return
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -432,29 +435,76 @@ class UnifiedEventRouter:
         return not event.event_id.startswith(NO_CONTENT_DEDUP_PREFIX) and \
             event.event_type not in self.config.dedup_exempt_types
 
+    def _claimable(self, delivery: Delivery) -> bool:
+        """A first delivery of a valid event for this group: its dedup claim may join a batch.
+        Redeliveries go one at a time, so that a record whose handling kills the process is the
+        only one whose claim is taken over again (the crash count stays with it)."""
+        event = delivery.event
+        return delivery.attempt == 1 and event is not None and not self._elsewhere(event) and self._valid(event)
+
+    def _elsewhere(self, event: RouterEvent) -> bool:
+        """Addressed to another consumer group (a re-drive): acknowledged, not handled."""
+        return bool(event.target_group) and event.target_group != self.config.group
+
+    def _position(self, bus: str, delivery: Delivery) -> str:
+        return f"{bus}|{delivery.topic}|{delivery.partition}|{delivery.record_id}"
+
+    async def _handle_batch(self, bus: str, batch: list[Delivery]) -> None:
+        """A batch: dedup claims of its first deliveries in one round trip, handlers in order, their
+        commits in one round trip, then the acks. Anything else goes through `_handle` in its turn."""
+        claimable = [d for d in batch if self._claimable(d)]
+        if len(claimable) < 2:
+            for delivery in batch:
+                await self._handle(bus, delivery)
+            return
+        items = [(d.event, self._position(bus, d), self._content_dedup(d.event)) for d in claimable]  # type: ignore[arg-type]
+        verdicts = dict(zip(map(id, claimable), await self._dedup.claim_many(items), strict=True))
+        done: list[RouterEvent] = []
+        for delivery in batch:
+            verdict = verdicts.get(id(delivery))
+            if verdict is None:
+                await self._handle(bus, delivery)
+            elif await self._settle_claim(bus, delivery, verdict, commit=False):
+                done.append(delivery.event)  # type: ignore[arg-type]
+        await self._dedup.commit_many(done)
+        for delivery in claimable:
+            self._ack_in_background(delivery)
+
     async def _handle(self, bus: str, delivery: Delivery) -> None:
         """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
-        c, event = self.config, delivery.event
+        event = delivery.event
         if event is None:
             await self._dead_letter(delivery, bus, "decode", message=delivery.error or "undecodable")
-        elif event.target_group and event.target_group != c.group:
-            pass  # addressed to another consumer group (a re-drive): acknowledged, not handled
+        elif self._elsewhere(event):
+            pass
         elif not self._valid(event):
             await self._dead_letter(delivery, bus, "validate", message=f"unknown event type {event.event_type!r}")
         else:
-            position = f"{bus}|{delivery.topic}|{delivery.partition}|{delivery.record_id}"
-            verdict = await self._dedup.claim(event, position, content=self._content_dedup(event))
-            if verdict is Verdict.NEW:
-                await self._dispatch(bus, delivery, event)
-            elif verdict is Verdict.CRASHED:
-                await self._dead_letter(delivery, bus, "crash", attempts=c.max_deliveries + 1,
-                                        message=f"its handling ended its process {c.max_deliveries} times "
-                                        f"(max_deliveries={c.max_deliveries}); handlers not called again")
-                await self._dedup.fail(event)
-            else:
-                self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
-                             else "content_duplicates_prevented"] += 1
+            verdict = await self._dedup.claim(event, self._position(bus, delivery), content=self._content_dedup(event))
+            await self._settle_claim(bus, delivery, verdict, commit=True)
         self._ack_in_background(delivery)
+
+    async def _settle_claim(self, bus: str, delivery: Delivery, verdict: Verdict, *, commit: bool) -> bool:
+        """Act on a claim's verdict. True when the handlers ran and all succeeded and the commit of
+        the mark is left to the caller (`commit=False`)."""
+        c, event = self.config, delivery.event
+        assert event is not None
+        if verdict is Verdict.NEW:
+            if await self._dispatch(bus, delivery, event):
+                await self._dedup.fail(event)
+                return False
+            if commit:
+                await self._dedup.commit(event)
+            return not commit
+        if verdict is Verdict.CRASHED:
+            await self._dead_letter(delivery, bus, "crash", attempts=c.max_deliveries + 1,
+                                    message=f"its handling ended its process {c.max_deliveries} times "
+                                    f"(max_deliveries={c.max_deliveries}); handlers not called again")
+            await self._dedup.fail(event)
+        else:
+            self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
+                         else "content_duplicates_prevented"] += 1
+        return False
 
     def _ack_in_background(self, delivery: Delivery) -> None:
         """Acknowledge without waiting for the broker: the next delivery need not wait for a commit
@@ -478,7 +528,8 @@ class UnifiedEventRouter:
             return False
         return True
 
-    async def _dispatch(self, bus: str, delivery: Delivery, event: RouterEvent) -> None:
+    async def _dispatch(self, bus: str, delivery: Delivery, event: RouterEvent) -> bool:
+        """Run the event's handlers; True when one of them failed (its dead letter is written)."""
         event.origin = _ORIGIN[bus]
         self._event_history.append(event)
         self._routed[event.event_type] += 1
@@ -493,7 +544,7 @@ class UnifiedEventRouter:
                 await self._dead_letter(delivery, bus, "timeout" if outcome.timed_out else "handle",
                                         exc=outcome.error, handler=outcome.handler, attempts=outcome.attempts,
                                         first_failure_at=outcome.first_failure_at)
-        await (self._dedup.fail(event) if failed else self._dedup.commit(event))
+        return failed
 
     # -- observability ----------------------------------------------------------------------------
 

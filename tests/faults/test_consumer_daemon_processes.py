@@ -52,7 +52,8 @@ async def test_two_processes_share_a_consumer_daemon_and_a_killed_one_hands_over
     ledger = f"{ns}:ledger"
     rows, hits = f"{ledger}:rows", f"{ledger}:hits"
     # earliest: events published before a member's first assignment are not skipped
-    env = worker_env(ns, "node-1", "unused", RINGRIFT_ROUTER_START="earliest")
+    batch = 8  # deliveries whose dedup marks settle together (RINGRIFT_CONSUME_BATCH)
+    env = worker_env(ns, "node-1", "unused", RINGRIFT_ROUTER_START="earliest", RINGRIFT_CONSUME_BATCH=str(batch))
     args = ("consume", "--event-type", EVENT_TYPE, "--ledger-url", REDIS_URL, "--ledger", ledger,
             "--sleep", "0.01")
     workers = [await spawn_daemon(env, *args) for _ in range(2)]
@@ -104,5 +105,6 @@ async def test_two_processes_share_a_consumer_daemon_and_a_killed_one_hands_over
     repeated = {event_id: h for event_id, h in ledger_hits.items() if h > 1}
     print(f"\nkill after {at_kill} rows; rows per member {by_member}; repeated handler runs {repeated}")
     assert len(by_member) == 2
-    # The killed process handled one delivery at a time: only that one can run again.
-    assert len(repeated) <= 1 and all(h == 2 for h in repeated.values()), repeated
+    # A member settles one batch at a time; a batch whose partition moved to the other member while it
+    # ran (the second member joining, then the kill) may run there again: at most one batch each time.
+    assert len(repeated) <= 2 * batch and all(h == 2 for h in repeated.values()), repeated
