@@ -174,7 +174,9 @@ class KafkaBroker(Broker):
         if self._admin is None:
             raise BrokerClosed(f"Kafka broker {self.url} is not started (or closed): use start()")
         admin = self._admin
-        configs = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"} if compacted else {}
+        # segment.ms: compaction only cleans closed segments; the default (7 days) would keep every heartbeat
+        configs = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+                   "segment.ms": "3600000"} if compacted else {}
 
         async def create() -> None:
             try:

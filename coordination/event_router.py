@@ -267,7 +267,9 @@ class UnifiedEventRouter:
         acknowledged; from sync code running *on* an event loop (which must not block) the writes
         are scheduled and the event is returned at once."""
         event = self._build(event_type, payload, source, options.pop("correlation_id", None),
-                            options.pop("dedup", True))
+                            options.pop("dedup", True), parent_event_id=options.pop("parent_event_id", None),
+                            trace_id=options.pop("trace_id", None), event_id=options.pop("event_id", None),
+                            target_group=options.pop("target_group", None))
         key = options.pop("key", None)
         routes = (options.pop("route_to_data_bus", True), options.pop("route_to_stage_bus", True),
                   options.pop("route_to_cross_process", True))

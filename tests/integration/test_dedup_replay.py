@@ -81,3 +81,23 @@ async def test_in_flight_claims_and_dropped_replays(stores: tuple[RedisDedupStor
     await operator.bump_epoch([done.event_id])
     await operator.drop_replay([done.event_id])  # the group could not be moved after all
     assert await member.claim(done, "p2") is Verdict.DUPLICATE_ID
+
+
+async def test_a_batch_of_claims_judges_each_event_as_single_claims_would(
+        stores: tuple[RedisDedupStore, RedisDedupStore, str]) -> None:
+    member, other, _ = stores
+    first = RouterEvent.new("MODEL_PROMOTED", {"m": 10})
+    twin = RouterEvent.new("MODEL_PROMOTED", {"m": 10})  # same content, another id, same batch
+    done = RouterEvent.new("MODEL_PROMOTED", {"m": 11})
+    in_flight = RouterEvent.new("MODEL_PROMOTED", {"m": 12})
+    assert await _handled(member, done, "p0") is Verdict.NEW
+    assert await other.claim(in_flight, "p-other") is Verdict.NEW  # claimed by another member, not settled
+    verdicts = await member.claim_many([(first, "p1", True), (twin, "p2", True), (done, "p3", True),
+                                        (in_flight, "p4", True)])
+    assert verdicts == [Verdict.NEW, Verdict.DUPLICATE_CONTENT, Verdict.DUPLICATE_ID, Verdict.DUPLICATE_ID]
+    await member.commit_many([first])
+    assert await other.claim(first, "p9") is Verdict.DUPLICATE_ID  # the batch commit settled it
+    # the same position again (its process died before the commit): taken over, not a duplicate
+    lost = RouterEvent.new("MODEL_PROMOTED", {"m": 13})
+    assert await member.claim_many([(lost, "p5", True)]) == [Verdict.NEW]
+    assert await other.claim_many([(lost, "p5", True)]) == [Verdict.NEW]

@@ -194,6 +194,37 @@ def test_publish_sync_without_any_loop() -> None:
         r.stop_sync()
 
 
+def test_publish_sync_takes_the_lineage_options_and_refuses_unknown_ones() -> None:
+    r = UnifiedEventRouter(_config())
+    try:
+        event = r.publish_sync("TRAINING_COMPLETED", {"n": 2}, event_id="fixed-id", parent_event_id="parent-1",
+                               trace_id="t" * 32, target_group="node-a.router")
+        assert (event.event_id, event.parent_event_id, event.trace_id, event.target_group) == \
+            ("fixed-id", "parent-1", "t" * 32, "node-a.router")
+        with pytest.raises(TypeError, match="unexpected option"):
+            r.publish_sync("TRAINING_COMPLETED", {}, routing="fast")
+    finally:
+        r.stop_sync()
+
+
+async def test_a_batch_with_duplicates_and_a_failing_handler_settles_each_delivery(router: UnifiedEventRouter) -> None:
+    seen: list[int] = []
+
+    async def handler(event: RouterEvent) -> None:
+        if event.payload["n"] == 3:
+            raise ValueError("three")
+        seen.append(event.payload["n"])
+
+    router.subscribe("TRAINING_COMPLETED", handler)
+    for n in range(6):  # published without yielding: the data bus hands them over as one batch
+        await router.publish("TRAINING_COMPLETED", {"n": n}, route_to_stage_bus=False, route_to_cross_process=False)
+    await router.publish("TRAINING_COMPLETED", {"n": 0}, route_to_stage_bus=False, route_to_cross_process=False)
+    await until(lambda: router.get_stats()["dead_lettered"] == 1 and len(seen) == 5)
+    await asyncio.sleep(0.1)
+    assert seen == [0, 1, 2, 4, 5]  # in order; the copy of n=0 (same content) dropped; n=3 dead-lettered
+    assert router.get_stats()["content_duplicates_prevented"] == 1
+
+
 async def test_undecodable_record_is_dead_lettered(router: UnifiedEventRouter) -> None:
     assert router._local is not None and router.dlq is not None
     await router._local.publish_raw(router.config.data_topic, b"\xffnot json")
