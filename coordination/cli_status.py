@@ -37,6 +37,7 @@ from coordination.cli_format import format_ts, print_json, stdout
 from coordination.config import RouterConfig
 from coordination.dlq import DeadLetterQueue
 from coordination.node_heartbeat import HeartbeatReader, heartbeat_topic, node_state
+from coordination.sync_peers import PeerDirectory, manifests_topic
 
 __all__ = ["build_report", "status_command"]
 
@@ -44,12 +45,15 @@ LagKey = tuple[str, str]  # (topic, group) on the cross-process bus
 
 
 def build_report(namespace: str, beats: Mapping[str, Mapping[str, Any]], *, now: float,
-                 cross_lag: Mapping[LagKey, int | None], dlq_depth: int) -> dict[str, Any]:
-    """The status document from the folded heartbeats and what was asked of the brokers."""
+                 cross_lag: Mapping[LagKey, int | None], dlq_depth: int,
+                 transfers: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The status document from the folded heartbeats and what was asked of the brokers;
+    `transfers`: files each node is fetching now (from the sync records of AUTO_SYNC)."""
     nodes = []
     for node_id in sorted(beats):
         beat = beats[node_id]
-        nodes.append({**beat, "state": node_state(beat, now), "age_s": round(max(0.0, now - beat["sent_at"]), 1)})
+        nodes.append({**beat, "state": node_state(beat, now), "age_s": round(max(0.0, now - beat["sent_at"]), 1),
+                      "active_transfers": (transfers or {}).get(node_id, 0)})
     lag: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
     for node in nodes:
         if node["state"] == "stopped":
@@ -82,6 +86,7 @@ class StatusSource:
         self.config = config
         self._broker = broker
         self._heartbeats = HeartbeatReader(broker, heartbeat_topic(config))
+        self._peers = PeerDirectory(broker, manifests_topic(config.namespace))
 
     async def report(self) -> dict[str, Any]:
         beats = await self._heartbeats.refresh()
@@ -94,8 +99,10 @@ class StatusSource:
             depth = len(await DeadLetterQueue(self._broker, self.config.dlq_topic).list())
         except TopicNotFound:
             depth = 0
+        peers = await self._peers.refresh()
+        transfers = {node: peer.active_transfers for node, peer in peers.items() if peer.is_live(now)}
         return build_report(self.config.namespace, beats, now=now, cross_lag=dict(zip(wanted, lags, strict=True)),
-                            dlq_depth=depth)
+                            dlq_depth=depth, transfers=transfers)
 
     async def _behind(self, topic: str, group: str) -> int | None:
         try:
@@ -117,7 +124,8 @@ def render(report: Mapping[str, Any]) -> Group:
         (f"at {format_ts(report['generated_at'])} UTC", "dim"))
     if not report["nodes"]:
         return Group(summary, Text("no node heartbeats"))
-    nodes = Table("node", "state", "profile", "host / pid", "leader", "last heartbeat", "spool", "daemons",
+    nodes = Table("node", "state", "profile", "host / pid", "leader", "last heartbeat", "spool", "transfers",
+                  "daemons",
                   title=f"{len(report['nodes'])} node(s)", title_justify="left", header_style="bold")
     for node in report["nodes"]:
         daemons = ", ".join(f"{name}={d['state']}" + (f" ({d['restarts']} restarts)" if d.get("restarts") else "")
@@ -125,7 +133,7 @@ def render(report: Mapping[str, Any]) -> Group:
         nodes.add_row(node["node_id"], Text(node["state"], style=states.get(node["state"], "")),
                       node.get("profile", ""), f"{node.get('host', '')} / {node.get('pid', '')}",
                       "yes" if node.get("is_leader") else "", f"{node['age_s']:g} s ago",
-                      str(node.get("spool_depth", {}).get("total", 0)), daemons)
+                      str(node.get("spool_depth", {}).get("total", 0)), str(node.get("active_transfers", 0)), daemons)
     parts: list[Any] = [summary, nodes]
     if report["lag"]:
         lag = Table("daemon", "behind", "groups", title="consumer lag per daemon type", title_justify="left",

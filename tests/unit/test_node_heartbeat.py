@@ -105,9 +105,10 @@ def test_the_report_folds_states_lag_per_daemon_spool_and_leader() -> None:
             "event_router": {"state": "stopped", "restarts": 0, "consumers": [_consumer("data", "d.router", 50)]}}),
     }
     cross = {("ns.cross", "a.router"): 3, ("ns.cross", "daemon.ledger"): 10}
-    report = build_report("ns", beats, now=now, cross_lag=cross, dlq_depth=6)
+    report = build_report("ns", beats, now=now, cross_lag=cross, dlq_depth=6, transfers={"b": 2, "x": 1})
     assert [(n["node_id"], n["state"]) for n in report["nodes"]] == [("a", "running"), ("b", "running"),
                                                                       ("c", "lost"), ("d", "stopped")]
+    assert [n["active_transfers"] for n in report["nodes"]] == [0, 2, 0, 0]
     assert report["leader"] == "a" and report["dlq_depth"] == 6
     assert report["spool_depth"] == 9  # the stopped node's 7 wait on its disk
     # the cross group's lag is the broker's answer (10), counted once for the cluster, not per node
