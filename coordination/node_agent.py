@@ -10,14 +10,15 @@
 2. starts the profile with the process's DaemonManager (`get_daemon_manager()` registers the
    built-ins), plus HEALTH_SERVER when the profile lacks it (a node always answers /healthz), plus the
    daemons of the plugins (`plugins`, default RINGRIFT_PLUGINS; see coordination.plugins); the agent
-   registers HEALTH_SERVER again so that /metrics and /status carry its latest heartbeat;
+   registers HEALTH_SERVER again so that /metrics and /status carry its latest heartbeat; with the
+   coordinator profile it first bootstraps the coordinators on its router (coordination_bootstrap);
 3. joins the namespace's leader election (`agent.leadership`, coordination.daemons.leader; a
    leader_only daemon of this process can wait on it) and learns other nodes' leadership from
    LEADER_ELECTED / LEADER_LOST;
 4. publishes a heartbeat every `heartbeat_interval_s` (coordination.node_heartbeat: daemons, lag,
    leader, spool depth), which `coord status` folds;
-5. on the signal: leaves the election (a successor takes over at once), `manager.shutdown()`
-   (daemons stop, dependents first), a last heartbeat with state "stopped", `router.stop()`
+5. on the signal: shuts the coordinators down, leaves the election (a successor takes over at once),
+   `manager.shutdown()` (daemons stop, dependents first), a last heartbeat with state "stopped", `router.stop()`
    (consumers commit, spool drainer stopped with its records kept).
 """
 
@@ -35,6 +36,7 @@ from typing import Any
 
 from brokers.errors import BrokerError
 from coordination import __version__
+from coordination.coordination_bootstrap import bootstrap_coordination, shutdown_coordination
 from coordination.daemon_manager import DaemonManager, get_daemon_manager
 from coordination.daemon_state_store import default_state_path
 from coordination.daemon_types import DaemonManagerConfig, DaemonType
@@ -149,6 +151,10 @@ class NodeAgent:
         except BrokerError as exc:
             raise NodeAgentError(f"cannot start: {type(exc).__name__}: {exc}", unreachable=exc.retriable) from None
         self._register_health_server()
+        if self.runs_coordinators:
+            status = bootstrap_coordination(router=self.router)
+            for error in status["errors"]:
+                log.warning("coordination bootstrap: %s", error)
         results = await self.manager.start_all(self.profile)
         for daemon_type in (DaemonType.HEALTH_SERVER, *extra):
             if daemon_type not in results:
@@ -218,7 +224,15 @@ class NodeAgent:
         return (f"node {self.node_id} ready: profile {self.profile} (pid {os.getpid()}); daemons: {daemons}; "
                 f"health: {health}")
 
+    @property
+    def runs_coordinators(self) -> bool:
+        """The coordinator profile's agent bootstraps the coordinators (their live views of tasks,
+        training, models, nodes, sync) on its router, unless `enable_coordination_wiring` is off."""
+        return self.profile == "coordinator" and self.manager.config.enable_coordination_wiring
+
     async def _shutdown(self) -> None:
+        if self.runs_coordinators:
+            shutdown_coordination()
         with contextlib.suppress(BrokerError, TimeoutError):
             async with asyncio.timeout(10.0):
                 await self.leadership.stop()  # while the router runs: LEADER_LOST is announced

@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from coordination.coordination_bootstrap import get_bootstrap_status, is_coordination_ready
 from coordination.metrics import HeartbeatSource, node_registry
 from coordination.protocols import HealthCheckResult
 
@@ -153,6 +154,11 @@ class HealthServer:
             body["router"] = self._router.get_stats()
         if self._heartbeat is not None:
             body["heartbeat"] = self._heartbeat()
+        coordination = get_bootstrap_status()
+        if coordination.get("initialized"):
+            body["coordination"] = {key: coordination.get(key) for key in (
+                "initialized_count", "subscribed_count", "total_count", "errors")}
+            body["coordination"]["ready"] = is_coordination_ready()
         return _json(200, body)
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -146,6 +146,12 @@ def test_two_nodes_in_status_metrics_json_logs_and_a_stopped_node(cluster_env: d
                                                                        "daemon_watchdog")), node["daemons"]
     assert by_id["A"]["is_leader"] is True and by_id["B"]["is_leader"] is False
     assert by_id["A"]["health_url"] == a.health_url() and by_id["B"]["pid"] == b.process.pid
+    # the coordinator node runs the coordinators (bootstrap), the training node does not
+    with urllib.request.urlopen(f"{a.health_url()}/status", timeout=10) as response:
+        coordination = json.loads(response.read())["coordination"]
+    assert coordination["ready"] is True and coordination["initialized_count"] == coordination["total_count"] > 20
+    with urllib.request.urlopen(f"{b.health_url()}/status", timeout=10) as response:
+        assert "coordination" not in json.loads(response.read())
     assert "event_router" in report["lag_by_daemon"]
     assert {(r["group"], r["bus"]) for r in report["lag"]} >= {("A.router", "cross"), ("B.router", "data")}
 
