@@ -4,18 +4,25 @@
 setup_log() { printf '%s: %s\n' "${SETUP_NAME:-setup}" "$*" >&2; }
 
 # ensure_venv [EXTRAS]: .venv with the project installed (extras e.g. "test" or "test,bench").
-# Reinstalls only when pyproject.toml or the extras changed since the last install.
+# Installs only when pyproject.toml changed or an extra is missing since the last install; the stamp
+# records the extras installed, so scripts asking for fewer extras do not reinstall.
 ensure_venv() {
-  local extras=${1:-test} python=${PYTHON:-python3}
+  local wanted=${1:-test} python=${PYTHON:-python3}
   "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { setup_log "Python >= 3.11 is needed (found $("$python" --version 2>&1))"; return 1; }
-  local stamp=.venv/.installed-$(printf '%s %s' "$(sha256sum pyproject.toml)" "$extras" | sha256sum | cut -c1-16)
-  if [[ ! -f $stamp ]]; then
+  local stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16) have="" extra missing=""
+  [[ -f $stamp ]] && have=$(<"$stamp")
+  for extra in ${wanted//,/ }; do
+    [[ ,$have, == *,$extra,* ]] || missing=1
+  done
+  if [[ -n $missing ]]; then
+    local extras=$wanted
+    [[ -n $have ]] && extras=$have,$wanted
     setup_log "installing the project into .venv ($extras)"
     [[ -x .venv/bin/python ]] || "$python" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[$extras]"
-    rm -f .venv/.installed-* && touch "$stamp"
+    rm -f .venv/.installed-* && printf '%s' "$extras" > "$stamp"
   fi
 }
 

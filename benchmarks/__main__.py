@@ -1,0 +1,5 @@
+"""`python -m benchmarks`: the harness's command line (scripts/bench runs this)."""
+
+from benchmarks.runner import main
+
+main()
