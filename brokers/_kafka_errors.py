@@ -25,7 +25,8 @@ from brokers.errors import (
 )
 from brokers.settings import KafkaSettings
 
-__all__ = ["CLIENT_ERRORS", "REBALANCED_ERRORS", "SIZE_ERRORS", "probe_auth", "too_large", "translate"]
+__all__ = ["CLIENT_ERRORS", "REBALANCED_ERRORS", "SIZE_ERRORS", "probe_auth", "stop_client", "too_large",
+           "translate"]
 
 CLIENT_ERRORS = (kafka_errors.KafkaError, OSError)  # OSError covers TimeoutError and refused sockets
 AUTH_ERRORS = (
@@ -90,3 +91,15 @@ async def probe_auth(settings: KafkaSettings, client_options: dict[str, Any], wh
     except (*CLIENT_ERRORS, ValueError):
         return
     conn.close()
+
+
+async def stop_client(client: Any) -> None:
+    """`client.stop()` of an aiokafka consumer or producer. During a broker outage the consumer's
+    fetcher, closing, awaits its own cancelled fetch task and lets that CancelledError out although
+    nobody cancelled the caller; that one is swallowed, a real cancellation of the caller is not."""
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

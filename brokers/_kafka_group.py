@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 
-from brokers._kafka_errors import CLIENT_ERRORS, REBALANCED_ERRORS, translate
+from brokers._kafka_errors import CLIENT_ERRORS, REBALANCED_ERRORS, stop_client, translate
 from brokers.base import Delivery, decode_record
 from brokers.errors import BrokerError
 from brokers.settings import KafkaSettings
@@ -256,4 +256,4 @@ class GroupMember(ConsumerRebalanceListener):
             if self._committer is not None:
                 self._committer.cancel()
             if self.consumer is not None:
-                await self.consumer.stop()
+                await stop_client(self.consumer)

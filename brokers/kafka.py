@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
 from brokers._kafka_admin import KafkaGroupAdmin
-from brokers._kafka_errors import CLIENT_ERRORS, SIZE_ERRORS, probe_auth, too_large, translate
+from brokers._kafka_errors import CLIENT_ERRORS, SIZE_ERRORS, probe_auth, stop_client, too_large, translate
 from brokers._kafka_group import GroupMember, key_str
 from brokers._kafka_read import MergedRange, parse_id, position_reader
 from brokers._retry import retry_within_budget
@@ -139,10 +139,10 @@ class KafkaBroker(Broker):
         for member in list(self._members):
             await member.close()
         for reader in list(self._readers):
-            await reader.stop()
+            await stop_client(reader)
         producer, admin, self._producer, self._admin = self._producer, self._admin, None, None
         if producer is not None:
-            await producer.stop()
+            await stop_client(producer)
         if admin is not None:
             await admin.close()
 
@@ -325,7 +325,7 @@ class KafkaBroker(Broker):
                     return
         finally:
             self._readers.discard(reader)
-            await reader.stop()
+            await stop_client(reader)
 
     # -- operating on groups ------------------------------------------------------------------
 

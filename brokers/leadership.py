@@ -32,7 +32,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-from brokers._kafka_errors import CLIENT_ERRORS
+from brokers._kafka_errors import CLIENT_ERRORS, stop_client
 from brokers.kafka import KafkaBroker
 
 __all__ = ["LeaderElection", "elect"]
@@ -108,7 +108,7 @@ class LeaderElection(ConsumerRebalanceListener):
                 await poller
         if consumer is not None:
             with contextlib.suppress(*CLIENT_ERRORS):
-                await consumer.stop()
+                await stop_client(consumer)
         await self._broker.close()
         self._set(False)
         self._announce()

@@ -200,3 +200,69 @@ async def test_a_killed_publisher_drains_its_spool_when_started_again(both_up: N
     on_kafka = await _ids_on(f"kafka://{KAFKA_BOOTSTRAP}", f"{ns}.events")
     assert Counter(on_kafka) == Counter(acknowledged), "lost or duplicated on the cross-process bus"
     assert [i for i in on_kafka if i in acknowledged[1:]] == acknowledged[1:], "the spool did not keep the order"
+
+
+async def test_a_node_agent_stopped_with_a_non_empty_spool_keeps_it_and_drains_it_when_started_again(
+        both_up: None, tmp_path: Path) -> None:
+    """`coord node run` with a spool: Kafka goes down while a daemon publishes, SIGTERM stops the agent
+    cleanly (exit 0) with records still in the spool, which stay on disk; started again with Kafka back,
+    the agent drains them: every publish that returned is on the cross topic."""
+    from coordination.spool import Spool
+
+    namespace, spool_dir, ids_file = unique("agent-spool"), tmp_path / "spool", tmp_path / "ids.txt"
+    env = {**_env(namespace, spool_dir), "RINGRIFT_NODE_ID": "spool-node", "SPOOL_TICKER_FILE": str(ids_file),
+           "RINGRIFT_COORDINATION_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "coordination.cli", "node", "run", "--profile", "minimal", "--health-port", "0",
+               "--heartbeat-interval", "0", "--plugin", "tests.faults.spool_ticker_plugin"]
+
+    log = tmp_path / "agent.log"
+
+    def start() -> subprocess.Popen[str]:
+        # stderr to a file: a pipe nobody reads would fill up with the client's outage logs and block the agent
+        with open(log, "a") as stderr:
+            agent = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        assert agent.stdout is not None
+        line = agent.stdout.readline()
+        assert " ready: " in line, f"the agent did not start: {line}{log.read_text()[-3000:]}"
+        return agent
+
+    def published() -> list[str]:
+        return ids_file.read_text().split() if ids_file.exists() else []
+
+    agent = start()
+    try:
+        await until(lambda: len(published()) >= 3, what="the ticker's first publishes")
+        await _services_async("down", "kafka")
+        before_outage = len(published())
+        await until(lambda: len(published()) >= before_outage + 5, 60, "publishes spooled during the outage")
+        agent.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.to_thread(agent.communicate, timeout=90)
+        assert agent.returncode == 0 and "node stopped" in out, f"exit {agent.returncode}: {log.read_text()[-3000:]}"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    spool = Spool(spool_dir)
+    try:
+        kept = spool.depth("cross")
+    finally:
+        spool.close()
+    assert kept >= 5, f"the spool kept {kept} records after the stop"
+    sent = published()
+
+    await _services_async("up", "kafka")
+    agent = start()
+    try:
+        topic = f"{namespace}.events"
+
+        async def drained() -> bool:
+            return set(sent) <= set(await _ids_on(f"kafka://{KAFKA_BOOTSTRAP}", topic))
+
+        deadline = time.monotonic() + 60
+        while not await drained():
+            assert time.monotonic() < deadline, "the spool was not drained within 60 s of the restart"
+            await asyncio.sleep(0.5)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(agent.communicate, timeout=90)
+    on_topic = Counter(await _ids_on(f"kafka://{KAFKA_BOOTSTRAP}", topic))
+    assert [i for i in sent if on_topic[i] != 1] == [], "a spooled publish reached Kafka twice or not at all"
