@@ -36,6 +36,7 @@ from coordination.cli_context import CliSettings, run
 from coordination.cli_format import format_ts, print_json, stdout
 from coordination.config import RouterConfig
 from coordination.dlq import DeadLetterQueue
+from coordination.dlq_status import status_store_for
 from coordination.node_heartbeat import HeartbeatReader, heartbeat_topic, node_state
 from coordination.sync_peers import PeerDirectory, manifests_topic
 
@@ -95,14 +96,27 @@ class StatusSource:
                          for daemon in beat.get("daemons", {}).values() for c in daemon.get("consumers", ())
                          if c["bus"] == "cross"})
         lags = await asyncio.gather(*(self._behind(topic, group) for topic, group in wanted))
-        try:
-            depth = len(await DeadLetterQueue(self._broker, self.config.dlq_topic).list())
-        except TopicNotFound:
-            depth = 0
+        depth = await self._dlq_depth()
         peers = await self._peers.refresh()
         transfers = {node: peer.active_transfers for node, peer in peers.items() if peer.is_live(now)}
         return build_report(self.config.namespace, beats, now=now, cross_lag=dict(zip(wanted, lags, strict=True)),
                             dlq_depth=depth, transfers=transfers)
+
+    async def _dlq_depth(self) -> int:
+        """Dead letters still waiting for someone: not re-driven and not purged (their status is kept
+        by `coord dlq` and DLQ_RETRY in the node's Redis)."""
+        try:
+            letters = await DeadLetterQueue(self._broker, self.config.dlq_topic).list()
+        except TopicNotFound:
+            return 0
+        store = status_store_for(self.config)
+        try:
+            statuses = await store.all()
+        finally:
+            await store.close()
+        done = {"redriven", "purged"}
+        return sum(1 for letter in letters
+                   if getattr(statuses.get(letter.dead_letter_id), "state", "pending") not in done)
 
     async def _behind(self, topic: str, group: str) -> int | None:
         try:

@@ -80,6 +80,8 @@ class UnifiedEventRouter:
         self._acks: set[asyncio.Task[None]] = set()
         self._routed: Counter[str] = Counter()
         self._by_source: Counter[str] = Counter()
+        # (published | consumed | deduplicated | dead_lettered, bus, event type) -> count
+        self._flow: Counter[tuple[str, str, str]] = Counter()
         self._published: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._spool: Spool | None = None
@@ -344,6 +346,7 @@ class UnifiedEventRouter:
                 failed[bus] = result
             else:
                 self._published[bus] += 1
+                self._flow["published", bus, event.event_type] += 1
         for exc in failed.values():
             if not isinstance(exc, BrokerError) or not exc.retriable:
                 raise exc
@@ -430,6 +433,7 @@ class UnifiedEventRouter:
                                  node_id=self.config.node_id, **details)
         await self.dlq.put(letter)
         self._counts["dead_lettered"] += 1
+        self._flow["dead_lettered", bus, delivery.event.event_type if delivery.event else "(undecodable)"] += 1
         log.warning("dead letter %s: %s %s on %s (%s)", letter.dead_letter_id, stage,
                     letter.handler or "", delivery, letter.message)
 
@@ -506,6 +510,7 @@ class UnifiedEventRouter:
         else:
             self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
                          else "content_duplicates_prevented"] += 1
+            self._flow["deduplicated", bus, event.event_type] += 1
         return False
 
     def _ack_in_background(self, delivery: Delivery) -> None:
@@ -536,6 +541,7 @@ class UnifiedEventRouter:
         self._event_history.append(event)
         self._routed[event.event_type] += 1
         self._by_source[event.origin.value] += 1
+        self._flow["consumed", bus, event.event_type] += 1
         failed = False
         for handler in [*self._global, *self._typed.get(event.event_type, ())]:
             outcome = await run_handler(handler, event, self._policy)
@@ -555,6 +561,8 @@ class UnifiedEventRouter:
         return {
             "events_routed": dict(self._routed), "total_events_routed": sum(self._routed.values()),
             "events_by_source": dict(self._by_source), "duplicates_prevented": dup,
+            "flow": [{"what": what, "bus": bus, "event_type": event_type, "count": count}
+                     for (what, bus, event_type), count in sorted(self._flow.items())],
             "content_duplicates_prevented": content, "total_duplicates_prevented": dup + content,
             "handler_errors": self._counts["handler_errors"], "handler_timeouts": self._counts["handler_timeouts"],
             "dead_lettered": self._counts["dead_lettered"], "published": dict(self._published),

@@ -15,6 +15,7 @@ Families (counters are the routers' own counts, so a restarted daemon's router s
     ringrift_events_consumed_by_bus_total{group,bus}
     ringrift_events_deduplicated_total{group,kind}      kind: id | content
     ringrift_events_dead_lettered_total{group}
+    ringrift_events_total{group,what,bus,event_type}    what: published | consumed | deduplicated | dead_lettered
     ringrift_handler_failures_total{group,kind}         failed handler attempts; kind: error | timeout
     ringrift_spool_depth{bus}                           records waiting in the process router's spool
     ringrift_handler_duration_seconds{event_type,handler,outcome}   histogram of handler attempts (ok | error)
@@ -125,6 +126,8 @@ class NodeCollector:
         dead = CounterMetricFamily("ringrift_events_dead_lettered", "Dead letters written", labels=["group"])
         failures = CounterMetricFamily("ringrift_handler_failures", "Failed handler attempts",
                                        labels=["group", "kind"])
+        flow = CounterMetricFamily("ringrift_events", "Events per type and bus: published, consumed (dispatched), "
+                                   "deduplicated, dead-lettered", labels=["group", "what", "bus", "event_type"])
         for router in routers:
             group, stats = router.config.group, router.get_stats()
             for bus, count in sorted(stats.get("published", {}).items()):
@@ -138,7 +141,9 @@ class NodeCollector:
             dead.add_metric([group], float(stats.get("dead_lettered", 0)))
             failures.add_metric([group, "error"], float(stats.get("handler_errors", 0)))
             failures.add_metric([group, "timeout"], float(stats.get("handler_timeouts", 0)))
-        yield from (published, consumed, by_bus, dedup, dead, failures)
+            for row in stats.get("flow", ()):
+                flow.add_metric([group, row["what"], row["bus"], row["event_type"]], float(row["count"]))
+        yield from (published, consumed, by_bus, dedup, dead, failures, flow)
 
     @staticmethod
     def _heartbeat_metrics(beat: Mapping[str, Any]) -> Iterator[Metric]:

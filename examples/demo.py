@@ -171,6 +171,10 @@ class Demo:
         wait_for("both nodes in `coord status`",
                  lambda: {"node-a", "node-b"} <= {n.get("node_id") for n in self._nodes()}, timeout_s=30)
         show(coord("status", env=self.env).stdout)
+        depth = coord_json("status", env=self.env)["dlq_depth"]
+        if depth != 0:
+            raise DemoFailure(f"`coord status` counts {depth} dead letters waiting; the re-driven one should not count")
+        say("   dead letters waiting: 0 (the poison event's letter is re-driven)")
 
     def _nodes(self) -> list[dict[str, object]]:
         report = coord_json("status", env=self.env)

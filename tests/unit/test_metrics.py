@@ -61,6 +61,12 @@ async def test_events_that_flowed_show_as_counters_and_handler_durations(tmp_pat
     assert any(f'ringrift_events_consumed_by_bus_total{{bus="{bus}",{group}}}' in text for bus in ("data", "cross"))
     assert f'ringrift_events_deduplicated_total{{{group},kind="id"}}' in text
     assert f"ringrift_events_dead_lettered_total{{{group}}} 1.0" in text
+    # per type and bus
+    assert f'ringrift_events_total{{bus="cross",event_type="TRAINING_COMPLETED",{group},what="published"}} 1.0' in text
+    assert f'ringrift_events_total{{bus="cross",event_type="MODEL_PROMOTED",{group},what="published"}} 1.0' in text
+    assert f'ringrift_events_total{{bus="cross",event_type="TRAINING_COMPLETED",{group},what="consumed"}} 1.0' in text \
+        or f'ringrift_events_total{{bus="data",event_type="TRAINING_COMPLETED",{group},what="consumed"}} 1.0' in text
+    assert f'event_type="MODEL_PROMOTED",{group},what="dead_lettered"}} 1.0' in text
     assert f'ringrift_handler_failures_total{{{group},kind="error"}} 1.0' in text
     failing_name = f"{__name__}.{failing.__qualname__}"
     assert f'ringrift_handler_duration_seconds_count{{event_type="MODEL_PROMOTED",handler="{failing_name}",' \
