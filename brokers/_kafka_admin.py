@@ -32,14 +32,18 @@ __all__ = ["KafkaGroupAdmin"]
 
 T = TypeVar("T")
 OpenConsumer = Callable[[str | None], Awaitable[AIOKafkaConsumer]]
+EndOffsets = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
 
 
 class KafkaGroupAdmin:
-    """`open_consumer(group_id)` starts a consumer (group_id None: outside any group) within the budget."""
+    """`open_consumer(group_id)` starts a consumer (group_id None: outside any group) within the budget;
+    `end_offsets(tps)` answers from a reader the broker keeps open."""
 
-    def __init__(self, admin: AIOKafkaAdminClient, open_consumer: OpenConsumer, budget_s: float) -> None:
+    def __init__(self, admin: AIOKafkaAdminClient, open_consumer: OpenConsumer, end_offsets: EndOffsets,
+                 budget_s: float) -> None:
         self._admin = admin
         self._open = open_consumer
+        self._end_offsets = end_offsets
         self._budget_s = budget_s
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
@@ -86,14 +90,7 @@ class KafkaGroupAdmin:
     async def lag(self, topic: str, tps: list[TopicPartition], group: str) -> GroupLag:
         members = await self.members(group)
         committed = await self.committed(group, tps)
-
-        async def end_offsets() -> dict[TopicPartition, int]:
-            reader = await self._open(None)
-            try:
-                return await reader.end_offsets(tps)
-            finally:
-                await reader.stop()
-        ends = await self._retrying(end_offsets, f"end offsets of {topic!r}")
+        ends = await self._retrying(lambda: self._end_offsets(tps), f"end offsets of {topic!r}")
         partitions = tuple(
             PartitionLag(tp.partition, None if committed[tp] is None else str(committed[tp]), str(ends[tp]),
                          None if committed[tp] is None else max(0, ends[tp] - committed[tp]))

@@ -143,6 +143,11 @@ class GroupMember(ConsumerRebalanceListener):
             for (_, flight), attempt in zip(fetched, attempts, strict=True):
                 flight.attempt = attempt
         self._buffer.extend(fetched)
+        if any(state.committed < 0 for state, _ in fetched):
+            # This member has not committed on these partitions yet: commit where it stands (the first
+            # fetched offset, which is where the group resumes anyway), so that the broker knows the
+            # group's position (group_lag, replay) before its first ack.
+            self._wake.set()
         return True
 
     def _delivery(self, state: _Partition, flight: _InFlight) -> Delivery:

@@ -67,6 +67,8 @@ class KafkaBroker(Broker):
         self._admin: AIOKafkaAdminClient | None = None
         self._members: set[GroupMember] = set()
         self._readers: set[AIOKafkaConsumer] = set()
+        self._offsets: AIOKafkaConsumer | None = None  # end offsets for group_lag, kept open between calls
+        self._offsets_lock = asyncio.Lock()
         self._ssl_context: ssl.SSLContext | None = None
 
     @property
@@ -140,6 +142,9 @@ class KafkaBroker(Broker):
             await member.close()
         for reader in list(self._readers):
             await stop_client(reader)
+        offsets, self._offsets = self._offsets, None
+        if offsets is not None:
+            await stop_client(offsets)
         producer, admin, self._producer, self._admin = self._producer, self._admin, None, None
         if producer is not None:
             await stop_client(producer)
@@ -337,8 +342,14 @@ class KafkaBroker(Broker):
             return await self._start_client(lambda: self._new_consumer(group_id=group_id),
                                              f"open a consumer on {topic!r}")
 
+        async def end_offsets(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            async with self._offsets_lock:  # one reader, opened on first use (lag is asked every few seconds)
+                if self._offsets is None:
+                    self._offsets = await open_consumer(None)
+            return await self._offsets.end_offsets(tps)
+
         tps = [TopicPartition(topic, p) for p in sorted(await self._partitions(topic))]
-        return KafkaGroupAdmin(self._admin, open_consumer, self.settings.retry_budget_s), tps
+        return KafkaGroupAdmin(self._admin, open_consumer, end_offsets, self.settings.retry_budget_s), tps
 
     async def group_lag(self, topic: str, group: str) -> GroupLag:
         admin, tps = await self._group_admin(topic)

@@ -88,6 +88,13 @@ class StatusSource:
         self._broker = broker
         self._heartbeats = HeartbeatReader(broker, heartbeat_topic(config))
         self._peers = PeerDirectory(broker, manifests_topic(config.namespace))
+        self._letters = status_store_for(config)  # one connection for every refresh of --watch
+
+    async def __aenter__(self) -> StatusSource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._letters.close()
 
     async def report(self) -> dict[str, Any]:
         beats = await self._heartbeats.refresh()
@@ -109,11 +116,7 @@ class StatusSource:
             letters = await DeadLetterQueue(self._broker, self.config.dlq_topic).list()
         except TopicNotFound:
             return 0
-        store = status_store_for(self.config)
-        try:
-            statuses = await store.all()
-        finally:
-            await store.close()
+        statuses = await self._letters.all()
         done = {"redriven", "purged"}
         return sum(1 for letter in letters
                    if getattr(statuses.get(letter.dead_letter_id), "state", "pending") not in done)
@@ -162,8 +165,8 @@ def render(report: Mapping[str, Any]) -> Group:
 
 async def _once(settings: CliSettings, as_json: bool) -> None:
     config = settings.router_config()
-    async with settings.open_dlq_broker(config) as broker:
-        report = await StatusSource(config, broker).report()
+    async with settings.open_dlq_broker(config) as broker, StatusSource(config, broker) as source:
+        report = await source.report()
     if as_json:
         print_json(report)
     else:
@@ -172,8 +175,7 @@ async def _once(settings: CliSettings, as_json: bool) -> None:
 
 async def _watch(settings: CliSettings, as_json: bool, interval: float) -> None:
     config = settings.router_config()
-    async with settings.open_dlq_broker(config) as broker:
-        source = StatusSource(config, broker)
+    async with settings.open_dlq_broker(config) as broker, StatusSource(config, broker) as source:
         report: dict[str, Any] | None = await source.report()  # an unreachable broker fails here, as one line
         live = Live(console=stdout, auto_refresh=False) if not as_json and stdout.is_terminal else None
         with live or contextlib.nullcontext():

@@ -473,8 +473,7 @@ class UnifiedEventRouter:
             elif await self._settle_claim(bus, delivery, verdict, commit=False):
                 done.append(delivery.event)  # type: ignore[arg-type]
         await self._dedup.commit_many(done)
-        for delivery in claimable:
-            self._ack_in_background(delivery)
+        self._ack_in_background(*claimable)
 
     async def _handle(self, bus: str, delivery: Delivery) -> None:
         """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
@@ -513,11 +512,13 @@ class UnifiedEventRouter:
             self._flow["deduplicated", bus, event.event_type] += 1
         return False
 
-    def _ack_in_background(self, delivery: Delivery) -> None:
+    def _ack_in_background(self, *deliveries: Delivery) -> None:
         """Acknowledge without waiting for the broker: the next delivery need not wait for a commit
-        round trip. Safe because the dedup mark is settled first: if the process dies before the ack
-        lands, the record comes back and is dropped as a duplicate. stop() waits for these."""
-        task = asyncio.create_task(delivery.ack())
+        round trip. Safe because the dedup marks are settled first: if the process dies before the ack
+        lands, the record comes back and is dropped as a duplicate. One task per call (a batch's acks
+        go to the broker's coalescer together); stop() waits for these."""
+        acks = deliveries[0].ack() if len(deliveries) == 1 else _ack_all(deliveries)
+        task = asyncio.create_task(acks)
         self._acks.add(task)
         task.add_done_callback(self._ack_done)
 
@@ -573,19 +574,13 @@ class UnifiedEventRouter:
             "running": self.is_running,
         }
 
-    async def consumer_lag(self) -> dict[str, int | None]:
+    async def consumer_lag(self) -> dict[str, int]:
         """Per bus this router reads: records its group has not handled yet (not delivered, or
-        delivered and not acknowledged), from the brokers; None where a broker cannot say.
-        Empty before start()."""
+        delivered and not acknowledged), from the brokers. Empty before start()."""
         if not self._consumers:
             return {}
-        lags: dict[str, int | None] = {}
-        for bus, broker, topic in self._read_targets():
-            try:
-                lags[bus] = (await broker.group_lag(topic, self.config.group)).behind
-            except NotImplementedError:
-                lags[bus] = None
-        return lags
+        return {bus: (await broker.group_lag(topic, self.config.group)).behind
+                for bus, broker, topic in self._read_targets()}
 
     def _spool_depth(self) -> dict[str, int]:
         """Records waiting in the spool per bus, and "total"."""
@@ -601,6 +596,14 @@ class UnifiedEventRouter:
 
 
 _router: UnifiedEventRouter | None = None
+
+
+async def _ack_all(deliveries: tuple[Delivery, ...]) -> None:
+    """Every ack is attempted; the first failure is raised (and logged by _ack_done)."""
+    results = await asyncio.gather(*(d.ack() for d in deliveries), return_exceptions=True)
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise failed
 
 
 def get_router() -> UnifiedEventRouter:

@@ -80,7 +80,7 @@ class Demo:
         step(2, "Python publishes", "router.publish() writes one event id to every bus: node A's Redis (data bus) "
              "and Kafka (cross bus). GAME_LEDGER reads Kafka in one cluster-wide group, NODE_GAME_LEDGER reads "
              "node A's Redis: each must handle it exactly once.")
-        config = RouterConfig.from_env(self._env_mapping(), node_id="demo-client", spool_dir=None)
+        config = RouterConfig.from_env(self.env, node_id="demo-client", spool_dir=None)
         router = UnifiedEventRouter(config)
         try:
             for games in (64, 128):
@@ -90,9 +90,6 @@ class Demo:
                 say(f"   published SELFPLAY_COMPLETE {event.event_id} ({games} games)")
         finally:
             await router.stop()
-
-    def _env_mapping(self) -> dict[str, str]:
-        return dict(self.env)
 
     def publish_from_coord(self) -> None:
         step(3, "`coord publish` publishes", "The operator's CLI, on the cross bus only: GAME_LEDGER handles it.")
@@ -109,7 +106,7 @@ class Demo:
         redis_id = f"redis-cli-{uuid.uuid4().hex[:8]}"
         record = json.dumps({"event_type": "SELFPLAY_COMPLETE", "event_id": redis_id,
                              "payload": {"config_key": "square19_2p", "games": 8}})
-        topics = RouterConfig.from_env(self._env_mapping())
+        topics = RouterConfig.from_env(self.env)
         host, port = self.redis_a.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
         done = run(["redis-cli", "-h", host, "-p", port, "XADD", topics.data_topic, "*", "event", record], self.env)
         say(f"   redis-cli XADD {topics.data_topic} * event '{record}' -> {done.stdout.strip()}")

@@ -16,11 +16,12 @@ startup-order entry and profile member names a daemon type, and no registry depe
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from _generated import generate  # scripts/_generated.py (this script's folder is on sys.path)
 
 __all__ = ["CATALOG_PATH", "OUTPUT_PATH", "CatalogError", "main", "render_module"]
 
@@ -180,20 +181,7 @@ def render_module(catalog: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write (or with ``--check`` verify) the generated module; return the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the generated file is out of date")
-    args = parser.parse_args(argv)
-    source = render_module(json.loads(CATALOG_PATH.read_text(encoding="utf-8")))
-    current = OUTPUT_PATH.read_text(encoding="utf-8") if OUTPUT_PATH.exists() else None
-    if args.check:
-        if current != source:
-            print(f"{OUTPUT_PATH.relative_to(ROOT)} is out of date: run scripts/gen_daemon_types.py")
-            return 1
-        return 0
-    if current != source:
-        OUTPUT_PATH.write_text(source, encoding="utf-8")
-        print(f"wrote {OUTPUT_PATH.relative_to(ROOT)}")
-    return 0
+    return generate(__doc__, render_module, CATALOG_PATH, OUTPUT_PATH, ROOT, argv)
 
 
 if __name__ == "__main__":

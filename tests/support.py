@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import brokers
 from brokers.base import Broker
+from coordination.config import RouterConfig
 
 REDIS_URL = os.environ.get("RINGRIFT_REDIS_URL", "redis://127.0.0.1:6379/0")
 KAFKA_BOOTSTRAP = os.environ.get("RINGRIFT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -67,6 +69,17 @@ def private_redis(*ports: int) -> Iterator[list[str]]:
                            capture_output=True, timeout=120, check=False)
 
 
+def memory_router_config(**overrides: object) -> RouterConfig:
+    """A router on fresh memory:// buses with fast handler retries (unit tests); `overrides` win."""
+    name = unique("mem")
+    values: dict[str, object] = dict(
+        redis_url=f"memory://{name}", kafka_bootstrap=f"memory://{name}", namespace=unique("ns"),
+        node_id="node-a", start_position="earliest", handler_timeout_s=2.0, max_attempts=2,
+        retry_initial_s=0.01, retry_max_s=0.02)
+    values.update(overrides)
+    return RouterConfig(**values)  # type: ignore[arg-type]
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -83,9 +96,15 @@ def make_broker(kind: str, **options: object) -> Broker:
     return brokers.connect(KAFKA_URL, session_timeout_ms=6000, heartbeat_interval_ms=500, **options)
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Wait until `predicate()` holds; fail the test after `timeout` seconds."""
+async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0,
+                what: str = "condition") -> None:
+    """Wait until `predicate()` (plain or async) holds; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         assert time.monotonic() < deadline, f"{what} not met within {timeout:g} s"
         await asyncio.sleep(0.01)

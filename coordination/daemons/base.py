@@ -114,15 +114,12 @@ class ConsumerDaemon(abc.ABC):
 
     async def run(self) -> None:
         """Consume until `stop()`; the router is stopped (acks committed) however run() ends."""
-        sampling: asyncio.Task[None] | None = None
         try:
             await self.router.start()
             self._started_at = time.monotonic()
-            sampling = asyncio.create_task(self.lag.run(), name=f"lag-{self.config.group}")
-            await self._stop.wait()
+            async with self.lag.sampling():
+                await self._stop.wait()
         finally:
-            if sampling is not None:
-                sampling.cancel()
             await self.router.stop()
 
     async def stop(self) -> None:

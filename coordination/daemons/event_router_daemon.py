@@ -30,16 +30,13 @@ class EventRouterDaemon:
         self.lag = LagSampler(router, lag_interval_s)
 
     async def run(self) -> None:
-        sampling: asyncio.Task[None] | None = None
         try:
             await self.router.start()
             self._running = True
-            sampling = asyncio.create_task(self.lag.run(), name="lag-event-router")
-            await self._stop.wait()
+            async with self.lag.sampling():
+                await self._stop.wait()
         finally:
             self._running = False
-            if sampling is not None:
-                sampling.cancel()
             await self.router.stop()
 
     async def stop(self) -> None:

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 
 from coordination.config import RouterConfig
 from coordination.event_router import UnifiedEventRouter
-from tests.faults.test_router_processes import KAFKA_FOR_WORKERS, PYTHON, ROOT, Worker, until, worker_env
-from tests.support import REDIS_URL, unique
+from tests.faults.test_router_processes import KAFKA_FOR_WORKERS, Worker, spawner, worker_env
+from tests.support import REDIS_URL, unique, until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -29,21 +29,9 @@ EVENT_TYPE = "NEW_GAMES_AVAILABLE"
 
 @pytest.fixture
 async def spawn_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
-    """Start daemon_worker.py processes; any still running at the end are killed (by their pid)."""
-    started: list[Worker] = []
-
-    async def start(env: dict[str, str], *args: str) -> Worker:
-        log = tmp_path / f"daemon-{len(started)}-{args[0]}.log"
-        with log.open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                str(PYTHON), str(DAEMON_WORKER), *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
-                stderr=stderr)
-        started.append(Worker(process, log))
-        return started[-1]
-
-    yield start
-    for worker in started:
-        await worker.kill()
+    """Start daemon_worker.py processes."""
+    async with spawner(DAEMON_WORKER, tmp_path) as start:
+        yield start
 
 
 async def test_two_processes_share_a_consumer_daemon_and_a_killed_one_hands_over_its_work(

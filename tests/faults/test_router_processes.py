@@ -20,11 +20,11 @@ Every test has its own namespace. The second node's Redis is a private one on po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 
 import brokers
 from coordination.dlq import DeadLetterQueue
-from tests.support import KAFKA_BOOTSTRAP, REDIS_URL, require_service, unique
+from tests.support import KAFKA_BOOTSTRAP, REDIS_URL, require_service, unique, until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -85,24 +85,33 @@ class Worker:
         await self.process.wait()
 
 
-@pytest.fixture
-async def spawn(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
-    """Start router_worker.py processes; any still running at the end are killed (by their pid)."""
+@contextlib.asynccontextmanager
+async def spawner(script: Path, logs: Path) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start worker processes of `script` (stderr to a log file each); any still running at the end are
+    killed (by their pid)."""
     started: list[Worker] = []
 
     async def start(env: dict[str, str], *args: str) -> Worker:
-        log = tmp_path / f"worker-{len(started)}-{args[0]}.log"
+        log = logs / f"{script.stem}-{len(started)}-{args[0]}.log"
         with log.open("wb") as stderr:
             process = await asyncio.create_subprocess_exec(
-                str(PYTHON), str(WORKER), *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+                str(PYTHON), str(script), *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
                 stderr=stderr, limit=1 << 20)
-        worker = Worker(process, log)
-        started.append(worker)
-        return worker
+        started.append(Worker(process, log))
+        return started[-1]
 
-    yield start
-    for worker in started:
-        await worker.kill()
+    try:
+        yield start
+    finally:
+        for worker in started:
+            await worker.kill()
+
+
+@pytest.fixture
+async def spawn(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start router_worker.py processes."""
+    async with spawner(WORKER, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture
@@ -160,14 +169,6 @@ async def publish(spawn: Callable[..., Awaitable[Worker]], env: dict[str, str], 
             ids[int(n)] = event_id
     assert len(ids) == count
     return ids, stats
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll `predicate` until it holds; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def worker_stats(redis: aioredis.Redis, ledger: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ import brokers
 from brokers.errors import BrokerUnavailable
 from coordination.config import RouterConfig
 from coordination.event_router import RouterEvent, UnifiedEventRouter
-from tests.support import require_service, unique
+from tests.support import require_service, unique, until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -83,13 +83,6 @@ def _env(namespace: str, spool_dir: Path) -> dict[str, str]:
     return {**os.environ, "RINGRIFT_REDIS_URL": REDIS_URL, "RINGRIFT_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
             "RINGRIFT_NAMESPACE": namespace, "RINGRIFT_NODE_ID": "publisher", "RINGRIFT_SPOOL_DIR": str(spool_dir),
             "RINGRIFT_PUBLISH_RETRY_BUDGET": str(BUDGET), "RINGRIFT_ROUTER_START": "earliest"}
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 async def _received_once(namespace: str, expected: list[str]) -> None:

@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 import brokers
 from tests.faults.test_consumer_daemon_processes import spawn_daemon  # noqa: F401 (a fixture)
-from tests.faults.test_router_processes import until, worker_env
-from tests.support import REDIS_URL, unique
+from tests.faults.test_router_processes import worker_env
+from tests.support import REDIS_URL, unique, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

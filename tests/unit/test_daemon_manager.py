@@ -18,6 +18,7 @@ from coordination.daemon_health import check_health, to_health_result
 from coordination.daemon_manager import DaemonManager, get_daemon_manager
 from coordination.daemon_types import CustomDaemonType, DaemonManagerConfig, DaemonState, DaemonType
 from coordination.protocols import HealthCheckResult
+from tests.support import until
 
 
 class Recorder:
@@ -53,13 +54,6 @@ def make(tmp_path: Path, **config: Any) -> DaemonManager:
                 "force_kill_timeout": 0.5, **config}
     return DaemonManager(DaemonManagerConfig(**settings), router=Recorder(), state_path=tmp_path / "s.json",
                          health_check_timeout=0.1)
-
-
-async def until(predicate: Any, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 # -- dependencies ------------------------------------------------------------------------------------------

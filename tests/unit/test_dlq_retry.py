@@ -20,19 +20,13 @@ from coordination.daemons.dlq_retry import DlqRetryDaemon, backoff
 from coordination.dlq import DeadLetter
 from coordination.dlq_status import LetterStatus, MemoryStatusStore
 from coordination.event_router import RouterEvent, UnifiedEventRouter
-from tests.support import unique, until
+from tests.support import memory_router_config, unique, until
 
 T0 = 1_700_000_000.0
 
 
 def _config(**overrides: object) -> RouterConfig:
-    name = unique("mem")
-    values: dict[str, object] = dict(
-        redis_url=f"memory://{name}", kafka_bootstrap=f"memory://{name}", namespace=unique("ns"),
-        node_id="node-a", start_position="earliest", handler_timeout_s=2.0, max_attempts=1,
-        retry_initial_s=0.01, retry_max_s=0.02)
-    values.update(overrides)
-    return RouterConfig(**values)  # type: ignore[arg-type]
+    return memory_router_config(**{"max_attempts": 1, **overrides})
 
 
 class FakeDlq:

@@ -11,17 +11,11 @@ import pytest
 
 from coordination.config import RouterConfig
 from coordination.event_router import NO_CONTENT_DEDUP_PREFIX, RouterEvent, UnifiedEventRouter
-from tests.support import unique, until
+from tests.support import memory_router_config, until
 
 
 def _config(**overrides: object) -> RouterConfig:
-    name = unique("mem")
-    values: dict[str, object] = dict(
-        redis_url=f"memory://{name}", kafka_bootstrap=f"memory://{name}", namespace=unique("ns"),
-        node_id="node-a", start_position="earliest", handler_timeout_s=2.0, max_attempts=2,
-        retry_initial_s=0.01, retry_max_s=0.02)
-    values.update(overrides)
-    return RouterConfig(**values)  # type: ignore[arg-type]
+    return memory_router_config(**overrides)
 
 
 @pytest.fixture
