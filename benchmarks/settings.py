@@ -52,7 +52,7 @@ class Settings:
                        router_path_events=5_000, fanout_events=600, failure_events=200, idle_s=4.0,
                        soak_s=10.0, child_timeout_s=90.0)
         return cls(**common, reps=3, warmup_s=0.3, window_s=0.8, backlog=120_000, latency_s=5.0,
-                   router_path_events=30_000, fanout_events=3_000, failure_events=800, idle_s=10.0,
+                   router_path_events=30_000, fanout_events=3_000, failure_events=2_000, idle_s=10.0,
                    soak_s=600.0, child_timeout_s=180.0)
 
     def as_dict(self) -> dict[str, Any]:

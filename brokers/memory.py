@@ -136,6 +136,9 @@ class MemoryBroker(Broker):
                 log.wake()
 
         state.members[me] += 1
+        # like a Redis consumer restarted with its name: what it left pending comes first
+        state.redeliver.extend(seq for seq, pending in state.pending.items()
+                               if pending.consumer == me and seq not in state.redeliver)
         try:
             while True:
                 seq = self._next(log, state, me, claim_idle_ms / 1000)

@@ -11,7 +11,9 @@ stream `<ns>:stage` (only for types with a stage mapping) and the cross-process 
 acknowledged. Consumption: each bus is consumed in the group `<node_id>.<service_name>`; every
 delivery goes through `_handle`: decode -> delivery count -> strict validation -> dedup claim ->
 handlers (global first, then typed; retried, timed out, dead-lettered one by one) -> dedup settle
--> ack. Because all three buses share one group and therefore one dedup scope, the copies of one
+-> ack. A handler that fails its first attempt is retried beside the stream (coordination._retries):
+the events behind it go on, and its record is acknowledged when its retries end (handled or
+dead-lettered). Because all three buses share one group and therefore one dedup scope, the copies of one
 publish that ride several buses reach each handler once. `publish(..., dedup=False)` opts out of
 content dedup: the event id then starts with `nodedup-` (see NO_CONTENT_DEDUP_PREFIX).
 
@@ -44,11 +46,23 @@ import brokers
 from brokers.base import Broker, Delivery
 from brokers.dedup import Verdict, connect_dedup
 from brokers.errors import BrokerError, BrokerUnavailable
+from coordination._attempt_clock import AttemptClock
 from coordination._delivery_batches import delivery_batches
 from coordination._loop_bridge import LoopBridge
+from coordination._retries import Retries
 from coordination.config import RouterConfig
 from coordination.dlq import DeadLetter, DeadLetterQueue, Stage, dead_letter_for
-from coordination.handlers import Handler, RetryPolicy, current_event, run_handler
+from coordination.handlers import (
+    Handler,
+    RetryPolicy,
+    Subscriber,
+    current_event,
+    observe_attempt,
+    observing,
+    reset_current_event,
+    retry_handler,
+    set_current_event,
+)
 from coordination.spool import Spool, SpoolDrainer, SpooledRecord, new_record
 from schemas.envelope import DecodeError, EventSource, RouterEvent, decode, encode
 from schemas.events import EventTypeLike, UnknownEventTypeError, stage_event_for, validate_event_type
@@ -59,6 +73,11 @@ __all__ = ["NO_CONTENT_DEDUP_PREFIX", "EventSource", "RouterEvent", "UnifiedEven
 log = logging.getLogger(__name__)
 NO_CONTENT_DEDUP_PREFIX = "nodedup-"
 _ORIGIN = {"data": EventSource.DATA_BUS, "stage": EventSource.STAGE_BUS, "cross": EventSource.CROSS_PROCESS}
+_RETRY_LIMIT = 512  # events in retry at once per router; a consumer with more waits (back-pressure)
+# What became of a claimed delivery: handled, its dedup commit left to the batch (_DONE); settled, only
+# its ack is left (_SETTLED); in retry, which commits and acknowledges it when it ends (_DEFERRED).
+_DONE, _SETTLED, _DEFERRED = "done", "settled", "deferred"
+Failures = list[tuple[Subscriber, Exception]]
 
 
 class UnifiedEventRouter:
@@ -78,8 +97,10 @@ class UnifiedEventRouter:
         self.dlq: DeadLetterQueue | None = None
         self._consumers: list[asyncio.Task[None]] = []
         self._acks: set[asyncio.Task[None]] = set()
-        self._routed: Counter[str] = Counter()
-        self._by_source: Counter[str] = Counter()
+        self._subscribers: dict[str, tuple[Subscriber, ...]] = {}  # event type -> who runs, in order
+        self._valid_types: set[str] = set()
+        self._clocks: dict[str, AttemptClock] = {}  # per bus: its consumer task's handler timeouts
+        self._retries = Retries(_RETRY_LIMIT)
         # (published | consumed | deduplicated | dead_lettered, bus, event type) -> count
         self._flow: Counter[tuple[str, str, str]] = Counter()
         self._published: Counter[str] = Counter()
@@ -97,13 +118,21 @@ class UnifiedEventRouter:
         handlers = self._global if event_type is None else self._typed.setdefault(self._type_key(event_type), [])
         if handler not in handlers:
             handlers.append(handler)
+            self._subscribers.clear()
 
     def unsubscribe(self, event_type: EventTypeLike | None, handler: Handler) -> bool:
         handlers = self._global if event_type is None else self._typed.get(self._type_key(event_type), [])
         if handler in handlers:
             handlers.remove(handler)
+            self._subscribers.clear()
             return True
         return False
+
+    def _subscribers_of(self, event_type: str) -> tuple[Subscriber, ...]:
+        """Global handlers first, then typed ones; worked out once per type until subscriptions change."""
+        subscribers = tuple(Subscriber(h) for h in [*self._global, *self._typed.get(event_type, ())])
+        self._subscribers[event_type] = subscribers
+        return subscribers
 
     def has_subscribers(self, event_type: EventTypeLike) -> bool:
         """True when an event of this type would reach a handler (typed or global)."""
@@ -210,6 +239,7 @@ class UnifiedEventRouter:
             _, stuck = await asyncio.wait(consumers, timeout=2.0)
             if stuck:
                 log.warning("%d router consumer(s) did not stop within 2 s; closing their brokers", len(stuck))
+        await self._retries.cancel_all()  # each releases its claim: its record comes back, handled anew
         if self._acks:
             await asyncio.wait(list(self._acks), timeout=5.0)
         closeables, self._closeables = self._closeables, []
@@ -311,7 +341,12 @@ class UnifiedEventRouter:
         return broker
 
     async def _publish_one(self, bus: str, topic: str, key: str | None, value: bytes) -> None:
-        """One bus's write, bounded by the router's budget (an aiokafka send can outlast the broker's)."""
+        """One bus's write, bounded by the router's budget. The local brokers bound their own calls
+        with it (they are connected with it); an aiokafka send can outlast the broker's, so the cross
+        bus's write gets a timeout of its own."""
+        if bus != "cross":
+            await self._broker_for(bus).publish_raw(topic, value, key)
+            return
         budget = self.config.publish_retry_budget_s
         try:
             async with asyncio.timeout(budget or None):
@@ -325,7 +360,7 @@ class UnifiedEventRouter:
         # a bus with records waiting in the spool gets this one behind them (order per bus)
         direct = [t for t in targets if spool is None or not spool.depth(t[0])]
         failed: dict[str, BaseException] = {}
-        if direct or not targets:
+        if (direct or not targets) and self._local is None:
             try:
                 await self._connect()
             except BrokerError as exc:  # not even connected: with a spool, every part waits there
@@ -409,6 +444,14 @@ class UnifiedEventRouter:
     async def _consume(self, bus: str, broker: Broker, topic: str) -> None:
         c = self.config
         me = asyncio.current_task()
+        self._clocks[bus] = AttemptClock(c.handler_timeout_s)
+        try:
+            await self._consume_loop(bus, broker, topic, me)
+        finally:
+            self._clocks.pop(bus).close()
+
+    async def _consume_loop(self, bus: str, broker: Broker, topic: str, me: asyncio.Task[Any] | None) -> None:
+        c = self.config
         # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
         while me is None or not me.cancelling():
             try:
@@ -464,16 +507,27 @@ class UnifiedEventRouter:
                 await self._handle(bus, delivery)
             return
         items = [(d.event, self._position(bus, d), self._content_dedup(d.event)) for d in claimable]  # type: ignore[arg-type]
-        verdicts = dict(zip(map(id, claimable), await self._dedup.claim_many(items), strict=True))
+        verdicts = await self._dedup.claim_many(items)
+        if len(claimable) == len(batch):
+            pairs: Any = zip(batch, verdicts, strict=True)
+        else:
+            by_delivery = dict(zip(map(id, claimable), verdicts, strict=True))
+            pairs = ((d, by_delivery.get(id(d))) for d in batch)
         done: list[RouterEvent] = []
-        for delivery in batch:
-            verdict = verdicts.get(id(delivery))
+        acks: list[Delivery] = []
+        for delivery, verdict in pairs:
             if verdict is None:
                 await self._handle(bus, delivery)
-            elif await self._settle_claim(bus, delivery, verdict, commit=False):
+                continue
+            settled = await self._settle_claim(bus, delivery, verdict)
+            if settled is _DONE:
                 done.append(delivery.event)  # type: ignore[arg-type]
-        await self._dedup.commit_many(done)
-        self._ack_in_background(*claimable)
+            if settled is not _DEFERRED:
+                acks.append(delivery)
+        if done:
+            await self._dedup.commit_many(done)
+        if acks:
+            self._ack_in_background(*acks)
 
     async def _handle(self, bus: str, delivery: Delivery) -> None:
         """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
@@ -486,21 +540,27 @@ class UnifiedEventRouter:
             await self._dead_letter(delivery, bus, "validate", message=f"unknown event type {event.event_type!r}")
         else:
             verdict = await self._dedup.claim(event, self._position(bus, delivery), content=self._content_dedup(event))
-            await self._settle_claim(bus, delivery, verdict, commit=True)
+            settled = await self._settle_claim(bus, delivery, verdict)
+            if settled is _DEFERRED:
+                return
+            if settled is _DONE:
+                await self._dedup.commit(event)
         self._ack_in_background(delivery)
 
-    async def _settle_claim(self, bus: str, delivery: Delivery, verdict: Verdict, *, commit: bool) -> bool:
-        """Act on a claim's verdict. True when the handlers ran and all succeeded and the commit of
-        the mark is left to the caller (`commit=False`)."""
+    async def _settle_claim(self, bus: str, delivery: Delivery, verdict: Verdict) -> str:
+        """Act on a claim's verdict: _DONE (handlers ran and succeeded: the caller commits the mark and
+        acknowledges), _SETTLED (the caller acknowledges) or _DEFERRED (in retry, which does both)."""
         c, event = self.config, delivery.event
         assert event is not None
         if verdict is Verdict.NEW:
-            if await self._dispatch(bus, delivery, event):
-                await self._dedup.fail(event)
-                return False
-            if commit:
-                await self._dedup.commit(event)
-            return not commit
+            failures = await self._dispatch(bus, event)
+            if not failures:
+                return _DONE
+            if self._policy.max_attempts > 1:
+                await self._retries.submit(self._retry(bus, delivery, event, failures))
+                return _DEFERRED
+            await self._give_up_or_recover(bus, delivery, event, failures)
+            return _SETTLED
         if verdict is Verdict.CRASHED:
             await self._dead_letter(delivery, bus, "crash", attempts=c.max_deliveries + 1,
                                     message=f"its handling ended its process {c.max_deliveries} times "
@@ -510,7 +570,33 @@ class UnifiedEventRouter:
             self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
                          else "content_duplicates_prevented"] += 1
             self._flow["deduplicated", bus, event.event_type] += 1
-        return False
+        return _SETTLED
+
+    async def _retry(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
+        """In a Retries task: the failed handlers' remaining attempts, then the mark and the ack."""
+        try:
+            await self._give_up_or_recover(bus, delivery, event, failures)
+        except asyncio.CancelledError:  # stop(): the record was not acknowledged and comes back
+            with contextlib.suppress(Exception):
+                await self._dedup.release(event)
+            raise
+        self._ack_in_background(delivery)
+
+    async def _give_up_or_recover(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
+        """Retry each handler that failed its first attempt; dead-letter those that keep failing.
+        Settles the event's dedup mark: committed when all recovered, else failed."""
+        failed = False
+        for subscriber, first_failure in failures:
+            outcome = await retry_handler(subscriber.handler, event, self._policy, first_failure,
+                                          name=subscriber.name)
+            self._counts["handler_errors"] += outcome.failures
+            self._counts["handler_timeouts"] += outcome.timeouts
+            if not outcome.ok:
+                failed = True
+                await self._dead_letter(delivery, bus, "timeout" if outcome.timed_out else "handle",
+                                        exc=outcome.error, handler=outcome.handler, attempts=outcome.attempts,
+                                        first_failure_at=outcome.first_failure_at)
+        await (self._dedup.fail(event) if failed else self._dedup.commit(event))
 
     def _ack_in_background(self, *deliveries: Delivery) -> None:
         """Acknowledge without waiting for the broker: the next delivery need not wait for a commit
@@ -528,40 +614,54 @@ class UnifiedEventRouter:
             log.warning("ack failed (the record will be delivered again): %s", task.exception())
 
     def _valid(self, event: RouterEvent) -> bool:
-        if not self.config.strict_validation:
+        if not self.config.strict_validation or event.event_type in self._valid_types:
             return True
         try:
             validate_event_type(event.event_type, strict=True)
         except (UnknownEventTypeError, ValueError, TypeError):
             return False
+        self._valid_types.add(event.event_type)  # known types only: bounded by the catalog
         return True
 
-    async def _dispatch(self, bus: str, delivery: Delivery, event: RouterEvent) -> bool:
-        """Run the event's handlers; True when one of them failed (its dead letter is written)."""
+    async def _dispatch(self, bus: str, event: RouterEvent) -> Failures | None:
+        """Each handler's first attempt, in order; the ones that failed, with their errors (None: none).
+        Timed by the bus's AttemptClock: one timer for all the handlers of the consumer."""
         event.origin = _ORIGIN[bus]
         self._event_history.append(event)
-        self._routed[event.event_type] += 1
-        self._by_source[event.origin.value] += 1
         self._flow["consumed", bus, event.event_type] += 1
-        failed = False
-        for handler in [*self._global, *self._typed.get(event.event_type, ())]:
-            outcome = await run_handler(handler, event, self._policy)
-            self._counts["handler_errors"] += outcome.failures
-            self._counts["handler_timeouts"] += outcome.timeouts
-            if not outcome.ok:
-                failed = True
-                await self._dead_letter(delivery, bus, "timeout" if outcome.timed_out else "handle",
-                                        exc=outcome.error, handler=outcome.handler, attempts=outcome.attempts,
-                                        first_failure_at=outcome.first_failure_at)
-        return failed
+        subscribers = self._subscribers.get(event.event_type)
+        if subscribers is None:
+            subscribers = self._subscribers_of(event.event_type)
+        clock, timed, failures = self._clocks[bus], observing(), None
+        token = set_current_event(event)
+        try:
+            for subscriber in subscribers:
+                started = time.perf_counter() if timed else 0.0
+                try:
+                    await clock.attempt(subscriber.handler, event, is_async=subscriber.is_async)
+                except Exception as exc:
+                    observe_attempt(event, subscriber.name, started, False)
+                    failures = failures or []
+                    failures.append((subscriber, exc))
+                else:
+                    observe_attempt(event, subscriber.name, started, True)
+        finally:
+            reset_current_event(token)
+        return failures
 
     # -- observability ----------------------------------------------------------------------------
 
     def get_stats(self) -> dict[str, Any]:
         dup, content = self._counts["duplicates_prevented"], self._counts["content_duplicates_prevented"]
+        routed: Counter[str] = Counter()
+        by_source: Counter[str] = Counter()
+        for (what, bus, event_type), count in self._flow.items():
+            if what == "consumed":
+                routed[event_type] += count
+                by_source[_ORIGIN[bus].value] += count
         return {
-            "events_routed": dict(self._routed), "total_events_routed": sum(self._routed.values()),
-            "events_by_source": dict(self._by_source), "duplicates_prevented": dup,
+            "events_routed": dict(routed), "total_events_routed": sum(routed.values()),
+            "events_by_source": dict(by_source), "duplicates_prevented": dup,
             "flow": [{"what": what, "bus": bus, "event_type": event_type, "count": count}
                      for (what, bus, event_type), count in sorted(self._flow.items())],
             "content_duplicates_prevented": content, "total_duplicates_prevented": dup + content,

@@ -2,6 +2,10 @@
 
     outcome = await run_handler(handler, event, policy)
     outcome.ok / outcome.timed_out / outcome.error / outcome.attempts
+    outcome = await retry_handler(handler, event, policy, first_failure)   # after a failed first attempt
+
+The router runs first attempts itself (coordination._attempt_clock, one timer per consumer, with
+`Subscriber`s worked out at subscribe time) and hands a failure to `retry_handler`, off its path.
 
 A sync handler runs in a worker thread (`asyncio.to_thread`, so it never blocks the loop); an async
 one is awaited. Each attempt runs under `asyncio.timeout(policy.timeout_s)`. A failed or timed-out
@@ -29,8 +33,9 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from schemas.envelope import RouterEvent
 
-__all__ = ["Handler", "HandlerObserver", "HandlerOutcome", "HandlerTimeout", "RetryPolicy", "add_handler_observer",
-           "current_event", "handler_name", "remove_handler_observer", "run_handler"]
+__all__ = ["Handler", "HandlerObserver", "HandlerOutcome", "HandlerTimeout", "RetryPolicy", "Subscriber",
+           "add_handler_observer", "current_event", "handler_name", "observe_attempt", "observing",
+           "remove_handler_observer", "reset_current_event", "retry_handler", "run_handler", "set_current_event"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,36 @@ def handler_name(handler: Handler) -> str:
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or type(handler).__qualname__
     return f"{module}.{name}" if module else name
+
+
+class Subscriber:
+    """A subscribed handler with what dispatch needs to know about it, worked out once."""
+
+    __slots__ = ("handler", "is_async", "name")
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.is_async = _is_async(handler)
+        self.name = handler_name(handler)
+
+
+def observing() -> bool:
+    """True when an observer wants handler timings (else a caller need not read the clock)."""
+    return bool(_observers)
+
+
+def observe_attempt(event: RouterEvent, handler: str, started: float, ok: bool) -> None:
+    """Tell the observers of an attempt that began at `started` (perf_counter; 0.0: do nothing)."""
+    _observe(event, handler, started, ok)
+
+
+def set_current_event(event: RouterEvent | None) -> contextvars.Token[RouterEvent | None]:
+    """Make `event` what current_event() returns in this context; reset with `_current.reset`."""
+    return _current.set(event)
+
+
+def reset_current_event(token: contextvars.Token[RouterEvent | None]) -> None:
+    _current.reset(token)
 
 
 class HandlerTimeout(TimeoutError):
@@ -142,7 +177,21 @@ async def _attempt(handler: Handler, event: RouterEvent, timeout_s: float) -> No
 
 async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy) -> HandlerOutcome:
     """Run `handler(event)` within the policy; never raises an Exception (cancellation passes)."""
-    outcome = HandlerOutcome(handler=handler_name(handler))
+    name = handler_name(handler)
+    started = time.perf_counter() if _observers else 0.0
+    try:
+        await _attempt(handler, event, policy.timeout_s)
+    except Exception as exc:
+        _observe(event, name, started, False)
+        return await retry_handler(handler, event, policy, exc, name=name)
+    _observe(event, name, started, True)
+    return HandlerOutcome(handler=name, attempts=1)
+
+
+async def retry_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy, first_failure: BaseException,
+                        *, name: str | None = None) -> HandlerOutcome:
+    """The attempts after a failed first one (`first_failure`), with back-off; the outcome of all."""
+    outcome = HandlerOutcome(handler=name or handler_name(handler), attempts=1)
 
     def record_failure(exc: BaseException) -> None:
         outcome.first_failure_at = outcome.first_failure_at or time.time()
@@ -162,13 +211,8 @@ async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy)
             raise
         _observe(event, outcome.handler, started, True)
 
-    # The first attempt runs without the retry machinery (most handlings succeed at once, and
-    # building the retry state costs more than a fast handler); a failure enters it as attempt 1.
-    try:
-        await observed_attempt()
-        return outcome
-    except Exception as exc:
-        first_failure: BaseException | None = exc
+    record_failure(first_failure)
+    pending: BaseException | None = first_failure
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts),
         wait=wait_exponential_jitter(multiplier=policy.initial_s, max=policy.max_wait_s,
@@ -177,8 +221,8 @@ async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy)
     try:
         async for attempt in retrying:
             with attempt:
-                if first_failure is not None:
-                    failure, first_failure = first_failure, None
+                if pending is not None:  # tenacity's attempt 1 is the one that already failed
+                    failure, pending = pending, None
                     raise failure
                 await observed_attempt()
     except RetryError as exc:  # pragma: no cover - reraise=True hands us the last error instead
