@@ -46,9 +46,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from brokers._redis_connection import connection_class
 from brokers._redis_errors import translate_redis_error
 from brokers.settings import RedisSettings
 from schemas.envelope import RouterEvent
@@ -56,6 +58,7 @@ from schemas.envelope import RouterEvent
 __all__ = ["EPOCH_REFRESH_S", "DedupStore", "MemoryDedupStore", "RedisDedupStore", "Verdict", "connect_dedup"]
 
 EPOCH_REFRESH_S = 1.0
+_json = msgspec.json.encode
 _BATCH = 1000  # replay marks written per round trip
 
 
@@ -113,20 +116,26 @@ local function marks(prefix, epoch)
 end
 """
 # Claims of a batch of events, one after the other (a later one sees an earlier one's marks).
-# KEYS: the replay mark of each event, then the group's epoch. ARGV: lease, window, id TTL, max takeovers,
-# prefix, then per event: position mark, event id, content hash ('' = no content dedup).
-# Returns {group epoch, {{code, epoch of the event's marks}, ...}}; codes as _CODES.
+# KEYS: the group's epoch. ARGV: lease, window, id TTL, max takeovers, prefix, then the batch as ONE
+# JSON array, flat: per event its position, event id, content hash ('' = no content dedup). One
+# argument instead of three per event: redis-py packs every argument in Python, which cost more than
+# the script. Returns {group epoch, codes (one digit per event, as _CODES), {index, epoch, ...} of the
+# events whose marks live in a replay epoch}. Redis runs scripts one at a time, so the script's own
+# cost is kept low: a NEW event takes two SET NX GET (Redis >= 7.0), and replay marks are looked up
+# only once the group had a replay (bump_epoch writes them before it counts the epoch up).
 _CLAIM = _EPOCH_PREFIX + """
-local g = redis.call('GET', KEYS[#KEYS]) or '0'
+local g = redis.call('GET', KEYS[1]) or '0'
 local lease, window, ttl, maxt, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local out = {}
-for i = 1, #KEYS - 1 do
-  local pos, eid, hsh = ARGV[3 * i + 3], ARGV[3 * i + 4], ARGV[3 * i + 5]
-  local e = redis.call('GET', KEYS[i]) or '0'
+local batch = cjson.decode(ARGV[6])
+local codes, epochs = {}, {}
+for i = 1, #batch, 3 do
+  local pos, eid, hsh = 'p:' .. batch[i], batch[i + 1], batch[i + 2]
+  local e = '0'
+  if g ~= '0' then e = redis.call('GET', prefix .. 'replay:' .. eid) or '0' end
   local p = marks(prefix, e)
   local id = p .. 'id:' .. eid
   local code = 0
-  local v = redis.call('GET', id)
+  local v = redis.call('SET', id, pos, 'NX', 'PX', lease, 'GET')
   if v then
     if v == pos then
       local n = redis.call('INCR', id .. ':takeovers')
@@ -137,32 +146,35 @@ for i = 1, #KEYS - 1 do
     else
       code = 1
     end
-  else
-    if hsh ~= '' then
-      local hash = p .. 'hash:' .. hsh
-      local h = redis.call('GET', hash)
-      if h and h ~= eid then
-        redis.call('SET', id, 'dup', 'PX', ttl)
-        code = 2
-      else
-        redis.call('SET', hash, eid, 'PX', window)
-      end
+  elseif hsh ~= '' then
+    local hash = p .. 'hash:' .. hsh
+    local h = redis.call('SET', hash, eid, 'NX', 'PX', window, 'GET')
+    if h == eid then
+      redis.call('SET', hash, eid, 'PX', window)
+    elseif h then
+      redis.call('SET', id, 'dup', 'PX', ttl)
+      code = 2
     end
-    if code == 0 then redis.call('SET', id, pos, 'PX', lease) end
   end
-  out[i] = {code, e}
+  codes[#codes + 1] = code
+  if e ~= '0' then
+    epochs[#epochs + 1] = (i + 2) / 3
+    epochs[#epochs + 1] = e
+  end
 end
-return {g, out}
+return {g, table.concat(codes), epochs}
 """
-# Commits of a batch. KEYS: the replay mark of each event. ARGV: prefix, id TTL, then per event: epoch of
-# its claim ('' = the event's current one), event id.
+# Commits of a batch. ARGV: prefix, id TTL, then the batch as one JSON array, flat: per event the epoch
+# of its claim ('' = the event's current one), event id.
 _COMMIT = _EPOCH_PREFIX + """
-for i = 1, #KEYS do
-  local e = ARGV[2 * i + 1]
-  if e == '' then e = redis.call('GET', KEYS[i]) or '0' end
-  redis.call('SET', marks(ARGV[1], e) .. 'id:' .. ARGV[2 * i + 2], 'done', 'PX', ARGV[2])
+local prefix, ttl = ARGV[1], ARGV[2]
+local batch = cjson.decode(ARGV[3])
+for i = 1, #batch, 2 do
+  local e, eid = batch[i], batch[i + 1]
+  if e == '' then e = redis.call('GET', prefix .. 'replay:' .. eid) or '0' end
+  redis.call('SET', marks(prefix, e) .. 'id:' .. eid, 'done', 'PX', ttl)
 end
-return #KEYS
+return #batch / 2
 """
 # KEYS: replay mark of the event. ARGV: epoch of the claim ('' = the event's current one), prefix, event
 # id, content hash whose mark to drop if ours ('' = keep), new id mark ('' = delete it), its TTL.
@@ -180,6 +192,8 @@ return 0
 """
 _CODES = {0: Verdict.NEW, 1: Verdict.DUPLICATE_ID, 2: Verdict.DUPLICATE_CONTENT, 3: Verdict.DUPLICATE_ID,
           4: Verdict.CRASHED}
+_DIGITS = {ord(str(code)): verdict for code, verdict in _CODES.items()}  # the claim script's reply, per byte
+_SETTLED_DIGITS = frozenset(b"12")  # final marks (3: in flight on another member)
 
 
 class _Base:
@@ -227,7 +241,8 @@ class RedisDedupStore(_Base):
         s = RedisSettings.from_url(url)
         self._redis = aioredis.Redis.from_url(url, username=s.username, password=s.password,
                                               socket_connect_timeout=s.connect_timeout_s,
-                                              socket_timeout=s.socket_timeout_s)
+                                              socket_timeout=s.socket_timeout_s,
+                                              connection_class=connection_class(url))
         self._claim = self._redis.register_script(_CLAIM)
         self._commit = self._redis.register_script(_COMMIT)
         self._settle = self._redis.register_script(_SETTLE)
@@ -242,25 +257,30 @@ class RedisDedupStore(_Base):
         if self._epoch_stale():
             epoch = await _call(self._redis.get(self._epoch_key), "dedup epoch")
             self._saw_epoch(epoch.decode() if epoch else "0")  # type: ignore[attr-defined]
-        verdicts: list[Verdict] = [Verdict.DUPLICATE_ID] * len(items)
-        asked = [index for index, (event, _, _) in enumerate(items) if event.event_id not in self._settled]
+        settled = self._settled
+        verdicts = [Verdict.DUPLICATE_ID] * len(items)
+        asked = [index for index, item in enumerate(items) if item[0].event_id not in settled]
         if not asked:
             return verdicts
-        keys = [self._replay_key(items[index][0].event_id) for index in asked]
-        keys.append(self._epoch_key)
-        args = [_secs(self.lease_s), _secs(self.window_s), _secs(self.id_ttl_s), str(self.max_takeovers), self._prefix]
+        batch: list[str] = []
+        hashing = self.window_s > 0
         for index in asked:
             event, position, content = items[index]
-            args += [f"p:{position}", event.event_id, self._hash(event, content)]
-        group_epoch, replies = await _call(self._claim(keys=keys, args=args), "dedup claim")  # type: ignore[misc]
+            batch += (position, event.event_id, event.content_hash if content and hashing and event.content_hash
+                      else "")
+        args = [_secs(self.lease_s), _secs(self.window_s), _secs(self.id_ttl_s), str(self.max_takeovers),
+                self._prefix, _json(batch)]
+        group_epoch, codes, epochs = await _call(self._claim(keys=[self._epoch_key], args=args),  # type: ignore[misc]
+                                                 "dedup claim")
         self._saw_epoch(group_epoch.decode())
-        for index, (code, epoch) in zip(asked, replies, strict=True):
-            event = items[index][0]
-            verdict = verdicts[index] = _CODES[int(code)]
-            if verdict in (Verdict.NEW, Verdict.CRASHED):
-                self._claimed[event.event_id] = epoch.decode()
-            elif int(code) in (1, 2):  # settled marks (3: in flight on another member)
-                self._settled.add(event.event_id)
+        replayed = {int(epochs[k]) - 1: epochs[k + 1].decode() for k in range(0, len(epochs), 2)}
+        claimed = self._claimed
+        for k, (index, code) in enumerate(zip(asked, codes, strict=True)):
+            verdict = verdicts[index] = _DIGITS[code]
+            if verdict is Verdict.NEW or verdict is Verdict.CRASHED:
+                claimed[items[index][0].event_id] = replayed.get(k, "0")
+            elif code in _SETTLED_DIGITS:
+                settled.add(items[index][0].event_id)
         return verdicts
 
     async def commit(self, event: RouterEvent) -> None:
@@ -270,12 +290,13 @@ class RedisDedupStore(_Base):
         """`commit` for many events in one round trip."""
         if not events:
             return
-        args = [self._prefix, _secs(self.id_ttl_s)]
+        claimed, batch = self._claimed, []
         for event in events:
-            args += [self._claimed.pop(event.event_id, ""), event.event_id]
-        await _call(self._commit(keys=[self._replay_key(e.event_id) for e in events], args=args), "dedup commit")
+            batch += (claimed.pop(event.event_id, ""), event.event_id)
+        await _call(self._commit(args=[self._prefix, _secs(self.id_ttl_s), _json(batch)]), "dedup commit")
+        settled = self._settled
         for event in events:
-            self._settled.add(event.event_id)
+            settled.add(event.event_id)
 
     async def _settle_marks(self, event: RouterEvent, *, drop_hash: bool, mark: str, what: str) -> None:
         epoch = self._claimed.pop(event.event_id, "")
@@ -338,20 +359,27 @@ class MemoryDedupStore(_Base):
     async def claim(self, event: RouterEvent, position: str, *, content: bool = True) -> Verdict:
         if self._epoch_stale():
             self._saw_epoch(self._get(self._epoch_key) or "0")
+        return self._claim(event, position, content)
+
+    async def claim_many(self, items: Sequence[tuple[RouterEvent, str, bool]]) -> list[Verdict]:
+        if self._epoch_stale():
+            self._saw_epoch(self._get(self._epoch_key) or "0")
+        return [self._claim(event, position, content) for event, position, content in items]
+
+    def _claim(self, event: RouterEvent, position: str, content: bool) -> Verdict:
         if event.event_id in self._settled:
             return Verdict.DUPLICATE_ID
-        epoch = self._get(self._replay_key(event.event_id)) or "0"
+        # Replay marks exist only once the group had a replay (as in the Redis script).
+        epoch = "0" if self._epoch_key not in self._marks else self._get(self._replay_key(event.event_id)) or "0"
         verdict = self._judge(event, position, self._prefix_of(epoch), self._hash(event, content))
-        if verdict in (Verdict.NEW, Verdict.CRASHED):
+        if verdict is Verdict.NEW or verdict is Verdict.CRASHED:
             self._claimed[event.event_id] = epoch
         return verdict
 
-    async def claim_many(self, items: Sequence[tuple[RouterEvent, str, bool]]) -> list[Verdict]:
-        return [await self.claim(event, position, content=content) for event, position, content in items]
-
     async def commit_many(self, events: Sequence[RouterEvent]) -> None:
         for event in events:
-            await self.commit(event)
+            self._settle_marks(event, drop_hash=False, mark="done")
+            self._settled.add(event.event_id)
 
     def _judge(self, event: RouterEvent, position: str, prefix: str, content_hash: str) -> Verdict:
         id_key = f"{prefix}id:{event.event_id}"
@@ -381,8 +409,8 @@ class MemoryDedupStore(_Base):
     def _settle_marks(self, event: RouterEvent, *, drop_hash: bool, mark: str) -> None:
         epoch = self._claimed.pop(event.event_id, None) or self._get(self._replay_key(event.event_id)) or "0"
         prefix = self._prefix_of(epoch)
-        content_hash = self._hash(event, True)
-        if drop_hash and content_hash and self._get(f"{prefix}hash:{content_hash}") == event.event_id:
+        content_hash = self._hash(event, True) if drop_hash else ""
+        if content_hash and self._get(f"{prefix}hash:{content_hash}") == event.event_id:
             self._marks.pop(f"{prefix}hash:{content_hash}", None)
         if mark:
             self._set(f"{prefix}id:{event.event_id}", mark, self.id_ttl_s)

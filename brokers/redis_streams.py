@@ -5,8 +5,12 @@ and CloudEvents binary-mode attributes as `ce_*` fields), so any client can publ
 
     redis-cli XADD ringrift:data '*' event '{"event_type":"TRAINING_COMPLETED","payload":{}}'
 
-Publishes from many tasks are coalesced into one pipeline per round trip, and so are acks (one
-XACK for many ids). Streams are trimmed by approximate MAXLEN on every XADD (`stream_maxlen`).
+Publishes from many tasks are coalesced into one pipeline per round trip. Acks do not wait for
+Redis: `ack()` queues the id and returns, one background task sends whatever is queued as one XACK
+(retried within the budget; a lost ack is logged and its entry simply comes again, as after a crash
+before the ack), and `close()` sends what is left. When a read comes back full, the next one is sent
+at once, so it travels while the batch is handled. Streams are trimmed by approximate MAXLEN on
+every XADD (`stream_maxlen`).
 A member's unacknowledged entries are handed to another member by XAUTOCLAIM once idle for
 `claim_idle_ms`; a restarted member with the same name gets its own pending entries first.
 `Delivery.attempt` is the entry's delivery count from the pending list, so it survives process death.
@@ -16,6 +20,7 @@ A group's lag and its rewind for replay live in brokers/_redis_admin.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
@@ -31,6 +36,7 @@ from redis import exceptions as rexc
 
 from brokers._coalesce import Coalescer
 from brokers._redis_admin import RedisGroupAdmin
+from brokers._redis_connection import connection_class
 from brokers._redis_errors import translate_redis_error
 from brokers._retry import retry_within_budget
 from brokers.base import (
@@ -49,6 +55,8 @@ from brokers.settings import RedisSettings
 __all__ = ["RedisStreamsBroker", "translate_redis_error"]
 
 _EVENT, _KEY = b"event", b"key"
+_ACK_DRAIN_S = 5.0  # close() waits this long at most for acks still on their way
+log = logging.getLogger(__name__)
 
 
 def _ms_to_id(seconds: float, upper: bool) -> str:
@@ -97,7 +105,8 @@ class RedisStreamsBroker(Broker):
         client = aioredis.Redis.from_url(
             s.url, username=s.username, password=s.password, socket_connect_timeout=s.connect_timeout_s,
             socket_timeout=s.socket_timeout_s, decode_responses=False, protocol=2,
-            client_name=f"ringrift-{socket.gethostname()}-{os.getpid()}", **extra)
+            client_name=f"ringrift-{socket.gethostname()}-{os.getpid()}", connection_class=connection_class(s.url),
+            **extra)
 
         async def ping() -> None:
             try:
@@ -124,6 +133,8 @@ class RedisStreamsBroker(Broker):
         self._client = client
 
     async def close(self) -> None:
+        for acker in list(self._ackers.values()):
+            await acker.drained(_ACK_DRAIN_S)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -199,14 +210,24 @@ class RedisStreamsBroker(Broker):
     def _acker(self, topic: str, group: str) -> Coalescer[str, None]:
         acker = self._ackers.get((topic, group))
         if acker is None:
-            async def flush(ids: list[str]) -> list[None]:
+            budget, what = self.settings.retry_budget_s, f"ack on {topic}"
+
+            async def xack(ids: list[str]) -> None:
                 try:
                     await self.client.xack(topic, group, *ids)
                 except (rexc.RedisError, OSError) as exc:
-                    raise translate_redis_error(exc, f"ack on {topic}") from exc
+                    raise translate_redis_error(exc, what) from exc
+
+            async def flush(ids: list[str]) -> list[None]:
+                await retry_within_budget(lambda: xack(ids), budget, what)
                 return [None] * len(ids)
+
+            def lost(ids: list[str], exc: BaseException) -> None:
+                log.warning("%d ack(s) on %s for group %s failed, those entries come again: %s",
+                            len(ids), topic, group, exc)
+
             acker = self._ackers[(topic, group)] = Coalescer(
-                flush, lambda: BrokerUnavailable("ack interrupted: its flush was cancelled"))
+                flush, lambda: BrokerUnavailable("ack interrupted: its flush was cancelled"), on_error=lost)
         return acker
 
     async def consume(self, topic: str, group: str, consumer: str | None = None, *,
@@ -215,39 +236,59 @@ class RedisStreamsBroker(Broker):
         me = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         await self._ensure_group(topic, group, start)
         acker = self._acker(topic, group)
-        budget = self.settings.retry_budget_s
         nacked: deque[Delivery] = deque()
 
         async def settle(delivery: Delivery, ok: bool) -> None:
-            if ok:
-                await retry_within_budget(lambda: acker.submit(delivery.record_id), budget, f"ack on {topic}")
+            if ok:  # sent in the background, coalesced with the acks of other deliveries (see the docstring)
+                acker.post(delivery.record_id)
             else:
                 nacked.append(delivery)
 
+        async def settle_many(deliveries: Sequence[Delivery], ok: bool) -> None:
+            for delivery in deliveries:
+                await settle(delivery, ok)
+
+        settle.many = settle_many  # type: ignore[attr-defined]  # see brokers.base.ack_all
+
         history: str | None = "0"  # first this member's own pending entries (a restart with the same name)
         next_claim = 0.0
-        while True:
-            if nacked:
-                for delivery in await self._reclaim(topic, group, me, nacked, settle):
-                    yield delivery
-                continue
-            if time.monotonic() >= next_claim:
-                next_claim = time.monotonic() + max(claim_idle_ms / 2000, 0.05)
-                claimed = await self._autoclaim(topic, group, me, claim_idle_ms, batch_size)
-                if claimed:
-                    for delivery in await self._deliveries(topic, group, me, claimed, settle, counted=True):
+        ahead: asyncio.Future[Any] | None = None  # the next read of new entries, already on its way
+        try:
+            while True:
+                if nacked:
+                    for delivery in await self._reclaim(topic, group, me, nacked, settle):
                         yield delivery
                     continue
-            # An abandoned read (the consumer was stopped) ends by itself after block_ms; whatever it
-            # fetched stays pending for this member and is delivered again or claimed later.
-            reply = await self._call(self.client.xreadgroup, f"read {topic}", group, me, {topic: history or ">"},
-                                     count=batch_size, block=None if history else self.settings.block_ms)
-            entries = reply[0][1] if reply else []
-            counted = history is not None
-            if history is not None:
-                history = entries[-1][0].decode() if len(entries) == batch_size else None
-            for delivery in await self._deliveries(topic, group, me, entries, settle, counted=counted):
-                yield delivery
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + max(claim_idle_ms / 2000, 0.05)
+                    claimed = await self._autoclaim(topic, group, me, claim_idle_ms, batch_size)
+                    if claimed:
+                        for delivery in await self._deliveries(topic, group, me, claimed, settle, counted=True):
+                            yield delivery
+                        continue
+                if history is not None:
+                    entries = await self._read(topic, group, me, history, batch_size)
+                    history = entries[-1][0].decode() if len(entries) == batch_size else None
+                    counted = True
+                else:
+                    # An abandoned read (the consumer was stopped) ends by itself after block_ms; whatever
+                    # it fetched stays pending for this member and is delivered again or claimed later.
+                    entries = await (ahead or self._read(topic, group, me, ">", batch_size))
+                    # A full batch: more is probably waiting; read it while this one is handled.
+                    ahead = asyncio.ensure_future(self._read(topic, group, me, ">", batch_size)) \
+                        if len(entries) == batch_size else None
+                    counted = False
+                for delivery in await self._deliveries(topic, group, me, entries, settle, counted=counted):
+                    yield delivery
+        finally:
+            if ahead is not None:  # left to finish by itself (see above)
+                ahead.add_done_callback(_retrieve)
+
+    async def _read(self, topic: str, group: str, me: str, after: str, count: int) -> list[Any]:
+        """Entries of `topic` for this member: its own pending ones after `after`, or new ones (">")."""
+        reply = await self._call(self.client.xreadgroup, f"read {topic}", group, me, {topic: after},
+                                 count=count, block=self.settings.block_ms if after == ">" else None)
+        return reply[0][1] if reply else []
 
     async def _autoclaim(self, topic: str, group: str, me: str, idle_ms: int, count: int) -> list[Any]:
         reply = await self._call(self.client.xautoclaim, f"claim on {topic}", topic, group, me,
