@@ -2,8 +2,9 @@
 
 Each assigned partition keeps its delivered-but-unacked records in offset order; the group's offset is
 committed only up to the first of them, so a record is never skipped by a crash or rebalance. One
-committer task per member commits whatever moved; acks arriving while a commit is in flight ride on
-the next one, so many acks cost one request. Kafka keeps no delivery count: with an `AttemptStore`
+committer task per member commits whatever moved: an ack only marks its record and returns, and acks
+arriving while a commit is in flight ride on the next one, so many acks cost one request and no
+delivery waits for a commit. Kafka keeps no delivery count: with an `AttemptStore`
 (brokers/attempts.py) `Delivery.attempt` is shared by the group, otherwise it counts local nacks only.
 """
 
@@ -27,12 +28,13 @@ from brokers.errors import BrokerError
 from brokers.settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from brokers.attempts import AttemptStore
+    from brokers.attempts import AttemptStore, Position
 
 __all__ = ["GroupMember", "key_str"]
 
 log = logging.getLogger("brokers.kafka")  # the backend's logger: operators configure one name
 _FETCH_WAIT_MS = 200  # one getmany() waits this long, so a nack from another task is seen soon
+_COMMIT_RETRY_S = 1.0  # a failed commit is retried after this long
 
 
 def key_str(key: bytes | None) -> str | None:
@@ -56,25 +58,23 @@ class _Partition:
     """
 
     tp: TopicPartition
-    pending: dict[int, _InFlight] = field(default_factory=dict)
+    name: str = ""  # "<topic>:<partition>", as the attempt store names it
+    pending: deque[_InFlight] = field(default_factory=deque)
     next_offset: int = -1
     committed: int = -1
     revoked: bool = False
 
     def commit_point(self) -> int:
-        return next(iter(self.pending), self.next_offset)
+        return self.pending[0].record.offset if self.pending else self.next_offset
 
-    def ack(self, offset: int) -> bool:
-        """Mark `offset` acked; True when the commit point moved beyond what is committed."""
-        flight = self.pending.get(offset)
-        if flight is None:
-            return False
+    def ack(self, flight: _InFlight) -> bool:
+        """Mark `flight` acked; True when the commit point moved beyond what is committed."""
         flight.acked = True
-        while self.pending:
-            first = next(iter(self.pending))
-            if not self.pending[first].acked:
-                break
-            del self.pending[first]
+        pending = self.pending
+        if not pending or pending[0] is not flight:  # behind an unacked record: the point stays
+            return False
+        while pending and pending[0].acked:
+            pending.popleft()
         return self.commit_point() > self.committed
 
 
@@ -90,9 +90,9 @@ class GroupMember(ConsumerRebalanceListener):
         self._commit_timeout_s = max(settings.retry_budget_s, settings.request_timeout_ms / 1000)
         self._states: dict[TopicPartition, _Partition] = {}
         self._buffer: deque[tuple[_Partition, _InFlight]] = deque()
-        self._redeliver: deque[tuple[_Partition, int]] = deque()
-        self._acked_keys: list[str] = []
-        self._round: asyncio.Future[None] | None = None  # resolved by the next commit
+        self._redeliver: deque[tuple[_Partition, _InFlight]] = deque()
+        self._next_batch: asyncio.Task[list[tuple[_Partition, _InFlight]] | None] | None = None
+        self._acked_again: list[Position] = []  # acked after more than one attempt: counters to clear
         self._wake = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._committer: asyncio.Task[None] | None = None
@@ -105,12 +105,11 @@ class GroupMember(ConsumerRebalanceListener):
         self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
         while not self._closed:
             if self._redeliver:
-                state, offset = self._redeliver.popleft()
-                flight = state.pending.get(offset)
-                if state.revoked or flight is None or flight.acked:
+                state, flight = self._redeliver.popleft()
+                if state.revoked or flight.acked:
                     continue
-                flight.attempt = (await self._count([flight.record]))[0] if self._store else \
-                    flight.attempt + 1
+                local = flight.attempt + 1
+                flight.attempt = (await self._count([(state, flight)], [local]))[0] if self._store else local
                 yield self._delivery(state, flight)
             elif self._buffer:
                 state, flight = self._buffer.popleft()
@@ -120,35 +119,50 @@ class GroupMember(ConsumerRebalanceListener):
                 return
 
     async def _fetch(self) -> bool:
-        """One getmany() into the buffer; False once the consumer was stopped."""
+        """The next batch into the buffer; False once the consumer was stopped. With an attempt store
+        the batch after it is fetched and counted meanwhile, so that its round trip to the store
+        overlaps the handling of this one instead of stalling the deliveries."""
+        task, self._next_batch = self._next_batch, None
+        fetched = await (task if task is not None else self._fetch_batch())
+        if fetched is None:
+            return False
+        self._buffer.extend(fetched)
+        if self._store is not None:
+            self._next_batch = asyncio.get_running_loop().create_task(self._fetch_batch())
+        return True
+
+    async def _fetch_batch(self) -> list[tuple[_Partition, _InFlight]] | None:
+        """One getmany(), tracked and counted; None once the consumer was stopped."""
         assert self.consumer is not None
         try:
             batch = await self.consumer.getmany(timeout_ms=_FETCH_WAIT_MS, max_records=self._batch_size)
         except kafka_errors.ConsumerStoppedError:
-            return False
+            return None
         except CLIENT_ERRORS as exc:
             raise translate(exc, f"consume {self.topic!r} in group {self.group!r}") from exc
         fetched: list[tuple[_Partition, _InFlight]] = []
+        first_fetch = False
         for tp, records in batch.items():
+            if not records:
+                continue
             state = self._states.get(tp)
             if state is None:  # normally made by on_partitions_assigned already
-                state = self._states[tp] = _Partition(tp)
-            for record in records:
-                flight = _InFlight(record)
-                state.pending[record.offset] = flight
-                state.next_offset = record.offset + 1
-                fetched.append((state, flight))
+                state = self._states[tp] = _Partition(tp, f"{tp.topic}:{tp.partition}")
+            first_fetch = first_fetch or state.committed < 0
+            flights = [_InFlight(record) for record in records]
+            state.pending.extend(flights)
+            state.next_offset = records[-1].offset + 1
+            fetched.extend((state, flight) for flight in flights)
         if fetched and self._store is not None:
-            attempts = await self._count([flight.record for _, flight in fetched])
+            attempts = await self._count(fetched, [1] * len(fetched))
             for (_, flight), attempt in zip(fetched, attempts, strict=True):
                 flight.attempt = attempt
-        self._buffer.extend(fetched)
-        if any(state.committed < 0 for state, _ in fetched):
+        if first_fetch:
             # This member has not committed on these partitions yet: commit where it stands (the first
             # fetched offset, which is where the group resumes anyway), so that the broker knows the
             # group's position (group_lag, replay) before its first ack.
             self._wake.set()
-        return True
+        return fetched
 
     def _delivery(self, state: _Partition, flight: _InFlight) -> Delivery:
         record = flight.record
@@ -157,62 +171,52 @@ class GroupMember(ConsumerRebalanceListener):
         event, error = decode_record(value, topic=record.topic, partition=record.partition,
                                      offset=record.offset, timestamp=timestamp, headers=record.headers)
         return Delivery(event=event, record_id=f"{record.partition}:{record.offset}", topic=record.topic,
-                        settle=partial(self._settle, state), key=key_str(record.key),
+                        settle=partial(self._settle, state, flight), key=key_str(record.key),
                         attempt=flight.attempt, error=error, raw=value if event is None else None,
                         partition=record.partition, timestamp=timestamp, headers=record.headers)
 
-    async def _count(self, records: Sequence[ConsumerRecord]) -> list[int]:
-        """Shared attempt counters, one round trip; local counts if the store cannot be reached."""
+    async def _count(self, flights: Sequence[tuple[_Partition, _InFlight]], local: list[int]) -> list[int]:
+        """Shared attempt numbers, one round trip; the `local` ones if the store cannot be reached."""
         assert self._store is not None
         try:
-            return await self._store.incr_many(self.group, [self._attempt_key(r) for r in records])
+            return await self._store.count(self.group, [(state.name, flight.record.offset)
+                                                        for state, flight in flights])
         except BrokerError as exc:
             log.warning("attempt store unavailable, counting attempts locally: %s", exc)
-            return [1] * len(records)
-
-    @staticmethod
-    def _attempt_key(record: ConsumerRecord) -> str:
-        return f"{record.topic}:{record.partition}:{record.offset}"
+            return local
 
     # -- acknowledging and committing ---------------------------------------------------------
 
-    async def _settle(self, state: _Partition, delivery: Delivery, ok: bool) -> None:
+    async def _settle(self, state: _Partition, flight: _InFlight, delivery: Delivery, ok: bool) -> None:
+        """An ack returns at once: the committer commits it with whatever else was acked meanwhile.
+        At least once still holds: an offset is committed only when every record before it in its
+        partition is acked, and a record acked but not yet committed is delivered again after a crash."""
         if state.revoked:  # the partition went to another member, which delivers the record again
             return
-        offset = int(delivery.record_id.rpartition(":")[2])
         if not ok:
-            self._redeliver.append((state, offset))
+            self._redeliver.append((state, flight))
             return
-        if self._store is not None and offset in state.pending:
-            self._acked_keys.append(self._attempt_key(state.pending[offset].record))
-        # An ack behind an unacked record cannot be committed yet: it returns at once and is
-        # covered by the commit that follows the earlier record's ack.
-        if state.ack(offset):
-            await asyncio.shield(self._next_round())
-
-    def _next_round(self) -> asyncio.Future[None]:
-        if self._round is None:
-            self._round = asyncio.get_running_loop().create_future()
-            # Retrieve the outcome even when every waiter was cancelled (no "never retrieved").
-            self._round.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._wake.set()
-        return self._round
+        if flight.attempt > 1 and self._store is not None:
+            self._acked_again.append((state.name, flight.record.offset))
+        if state.ack(flight):
+            self._wake.set()
 
     async def _commit_loop(self) -> None:
-        """Commit whenever acks arrived; acks made during one commit all ride on the next one."""
+        """Commit whenever acks arrived, one commit in flight: acks made during it ride on the next one."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.commit()
+            if not await self.commit():
+                await asyncio.sleep(_COMMIT_RETRY_S)
+                self._wake.set()
 
-    async def commit(self) -> None:
-        """Commit every partition's commit point that moved, in one request."""
+    async def commit(self) -> bool:
+        """Commit every partition's commit point that moved, in one request; False when it failed
+        (the offsets stay uncommitted and the next commit carries them)."""
         async with self._commit_lock:
-            waiters, self._round = self._round, None
-            keys, self._acked_keys = self._acked_keys, []
+            cleared, self._acked_again = self._acked_again, []
             moved = [(state, state.commit_point()) for state in self._states.values()]
             moved = [(state, point) for state, point in moved if point > state.committed]
-            error: BrokerError | None = None
             if moved and self.consumer is not None:
                 try:
                     await asyncio.wait_for(self.consumer.commit({s.tp: point for s, point in moved}),
@@ -222,18 +226,16 @@ class GroupMember(ConsumerRebalanceListener):
                 except REBALANCED_ERRORS as exc:
                     log.info("group %r rebalanced before a commit (%s); unacked records of the moved "
                              "partitions will be delivered again", self.group, exc)
-                except Exception as exc:  # whatever it was, the ackers waiting must hear of it
-                    error = translate(exc, f"commit offsets of group {self.group!r}")
-            if waiters is not None and not waiters.done():
-                if error is None:
-                    waiters.set_result(None)
-                else:
-                    waiters.set_exception(error)
-        if keys and error is None and self._store is not None:
+                except Exception as exc:  # whatever it was: retried, the records are not lost
+                    log.warning("%s; retrying", translate(exc, f"commit offsets of group {self.group!r}"))
+                    self._acked_again[:0] = cleared
+                    return False
+        if cleared and self._store is not None:
             try:
-                await self._store.clear_many(self.group, keys)
+                await self._store.clear_many(self.group, cleared)
             except BrokerError as exc:  # best effort: the counters expire anyway
                 log.warning("could not clear attempt counters: %s", exc)
+        return True
 
     # -- rebalancing (called by aiokafka's coordinator task) ----------------------------------
 
@@ -246,13 +248,19 @@ class GroupMember(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:  # positions restart from the committed offsets: start afresh
-            self._states[tp] = _Partition(tp)
+            self._states[tp] = _Partition(tp, f"{tp.topic}:{tp.partition}")
 
     async def close(self) -> None:
         """Commit what is acked, then leave the group. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        prefetch, self._next_batch = self._next_batch, None
+        if prefetch is not None:  # its records were never delivered: they are not committed
+            prefetch.cancel()
+            await asyncio.wait([prefetch])
+            if not prefetch.cancelled():
+                prefetch.exception()  # retrieved: the consumer is closing, its failure does not matter
         try:
             await self.commit()
         finally:

@@ -1,10 +1,15 @@
 """Delivery attempt counters for brokers that keep none themselves (Kafka).
 
 A Kafka consumer group knows where it is, not how often a record was handed out. To dead-letter a
-record that kills its consumer every time, the members of a group share an `AttemptStore`: each
-delivery increments the record's counter (one round trip per fetched batch) and the returned value
-is `Delivery.attempt`; an ack clears it. Counters also expire (`ttl_s`), so a missed clear costs
-nothing but a little memory for a while.
+record that kills its consumer every time, the members of a group share an `AttemptStore`, which
+says for each fetched record which attempt this is (`Delivery.attempt`), in one round trip per
+fetched batch.
+
+Most records are delivered once, so the store does not keep a counter per record: per group and
+partition ("<topic>:<partition>") it keeps the highest offset ever handed out (the *mark*). A record
+past the mark is a first delivery (attempt 1) and moves the mark; only a record at or below it (handed
+out before: a nack, a crash, a rebalance) gets a counter of its own, and an ack clears that counter.
+Marks and counters expire (`ttl_s`), so a missed clear costs a little memory for a while.
 
     store = RedisAttemptStore("redis://127.0.0.1:6379/0")
     broker = KafkaBroker("kafka://127.0.0.1:9092", attempt_store=store)
@@ -12,92 +17,158 @@ nothing but a little memory for a while.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.asyncio.client import Pipeline
 
 from brokers._redis_errors import translate_redis_error
 
-__all__ = ["AttemptStore", "MemoryAttemptStore", "RedisAttemptStore"]
+__all__ = ["AttemptStore", "MemoryAttemptStore", "Position", "RedisAttemptStore"]
+
+Position = tuple[str, int]  # ("<topic>:<partition>", offset)
 
 
 @runtime_checkable
 class AttemptStore(Protocol):
-    """Per-group delivery counters keyed by record position (e.g. "topic:partition:offset")."""
+    """Per-group delivery attempts of records named by their partition and offset."""
 
-    async def incr_many(self, group: str, keys: Sequence[str]) -> list[int]:
-        """Add one to each key's counter and return the new values, in order."""
+    async def count(self, group: str, positions: Sequence[Position]) -> list[int]:
+        """This delivery's attempt number of each record, in order (each partition's offsets ascending)."""
         ...
 
-    async def clear_many(self, group: str, keys: Sequence[str]) -> None:
-        """Forget the keys' counters (their records were acknowledged)."""
+    async def clear_many(self, group: str, positions: Sequence[Position]) -> None:
+        """Forget the records' counters (they were acknowledged after more than one attempt)."""
         ...
+
+    async def forget(self, group: str, partitions: Sequence[str]) -> None:
+        """Forget everything about these partitions: their records count from attempt 1 again (a
+        group moved back to replay them)."""
+        ...
+
+
+def _by_partition(positions: Sequence[Position]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for partition, offset in positions:
+        grouped[partition].append(offset)
+    return grouped
 
 
 class MemoryAttemptStore:
-    """In-process counters, for unit tests and single-process use."""
+    """In-process marks and counters, for unit tests and single-process use."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
+        self.marks: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, str, int], int] = {}
 
-    async def incr_many(self, group: str, keys: Sequence[str]) -> list[int]:
-        values = []
-        for key in keys:
-            value = self.counts.get((group, key), 0) + 1
-            self.counts[(group, key)] = value
-            values.append(value)
-        return values
+    async def count(self, group: str, positions: Sequence[Position]) -> list[int]:
+        out = []
+        for partition, offset in positions:
+            mark = self.marks.get((group, partition), -1)
+            if offset > mark:
+                self.marks[(group, partition)] = offset
+                out.append(1)
+            else:
+                key = (group, partition, offset)
+                self.counts[key] = self.counts.get(key, 1) + 1
+                out.append(self.counts[key])
+        return out
 
-    async def clear_many(self, group: str, keys: Sequence[str]) -> None:
-        for key in keys:
-            self.counts.pop((group, key), None)
+    async def clear_many(self, group: str, positions: Sequence[Position]) -> None:
+        for partition, offset in positions:
+            self.counts.pop((group, partition, offset), None)
+
+    async def forget(self, group: str, partitions: Sequence[str]) -> None:
+        for partition in partitions:
+            self.marks.pop((group, partition), None)
+        self.counts = {key: n for key, n in self.counts.items() if (key[0], key[1]) not in
+                       {(group, partition) for partition in partitions}}
 
 
-# KEYS: the counters. ARGV: their TTL in seconds. Returns the new counts in order.
-_INCR_MANY = """
+# KEYS: per partition its mark, then its counters (a hash: offset -> deliveries after the first).
+# ARGV: the TTL in seconds, then per partition the number of its offsets followed by them, ascending.
+# Returns the attempt numbers in order.
+_COUNT = """
+local ttl = ARGV[1]
 local out = {}
-for i = 1, #KEYS do
-  out[i] = redis.call('INCR', KEYS[i])
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
+local a = 2
+for p = 1, #KEYS, 2 do
+  local mark = tonumber(redis.call('GET', KEYS[p]) or '-1')
+  local n = tonumber(ARGV[a])
+  local top = mark
+  local again = false
+  for i = a + 1, a + n do
+    local offset = tonumber(ARGV[i])
+    if offset > mark then
+      out[#out + 1] = 1
+      if offset > top then top = offset end
+    else
+      out[#out + 1] = redis.call('HINCRBY', KEYS[p + 1], ARGV[i], 1) + 1
+      again = true
+    end
+  end
+  a = a + n + 1
+  redis.call('SET', KEYS[p], string.format('%d', top), 'EX', ttl)
+  if again then redis.call('EXPIRE', KEYS[p + 1], ttl) end
 end
 return out
 """
 
 
 class RedisAttemptStore:
-    """Counters in Redis (`<namespace>:attempts:<group>:<key>`), one round trip per call (the
-    increments of a fetched batch are one script call: a pipeline of 2 commands per record cost
-    more to encode than the round trip it saved)."""
+    """Marks and counters in Redis (`<namespace>:delivered:<group>:<partition>` and
+    `<namespace>:attempts:<group>:<partition>`), one script call per fetched batch."""
 
     def __init__(self, url_or_client: str | aioredis.Redis, namespace: str = "ringrift",
                  ttl_s: int = 7 * 24 * 3600) -> None:
         self._owned = isinstance(url_or_client, str)
         self._redis = aioredis.from_url(url_or_client) if isinstance(url_or_client, str) else url_or_client
         self._prefix = f"{namespace}:attempts:"
+        self._mark_prefix = f"{namespace}:delivered:"
         self._ttl_s = ttl_s
-        self._incr_many = self._redis.register_script(_INCR_MANY)
+        self._count = self._redis.register_script(_COUNT)
 
-    def _key(self, group: str, key: str) -> str:
-        return f"{self._prefix}{group}:{key}"
+    def _keys(self, group: str, partition: str) -> tuple[str, str]:
+        return f"{self._mark_prefix}{group}:{partition}", f"{self._prefix}{group}:{partition}"
 
-    async def incr_many(self, group: str, keys: Sequence[str]) -> list[int]:
-        if not keys:
+    async def count(self, group: str, positions: Sequence[Position]) -> list[int]:
+        if not positions:
             return []
+        keys: list[str] = []
+        args: list[int] = [self._ttl_s]
+        grouped = _by_partition(positions)
+        for partition, offsets in grouped.items():
+            keys.extend(self._keys(group, partition))
+            args.append(len(offsets))
+            args.extend(offsets)
         try:
-            counts = await self._incr_many(keys=[self._key(group, key) for key in keys], args=[self._ttl_s])
+            counts = await self._count(keys=keys, args=args)
         except (redis_errors.RedisError, OSError) as exc:
-            raise translate_redis_error(exc, "attempt store: increment attempt counters") from exc
-        return [int(value) for value in counts]
+            raise translate_redis_error(exc, "attempt store: count delivery attempts") from exc
+        if len(grouped) == 1:
+            return [int(value) for value in counts]
+        # The script answered partition by partition: put the answers back in the callers' order.
+        found = iter(counts)
+        by_position = {(partition, offset): int(next(found)) for partition, offsets in grouped.items()
+                       for offset in offsets}
+        return [by_position[position] for position in positions]
 
-    async def clear_many(self, group: str, keys: Sequence[str]) -> None:
-        if not keys:
+    async def clear_many(self, group: str, positions: Sequence[Position]) -> None:
+        if not positions:
             return
         pipe = self._redis.pipeline(transaction=False)
-        pipe.delete(*(self._key(group, key) for key in keys))
+        for partition, offsets in _by_partition(positions).items():
+            pipe.hdel(self._keys(group, partition)[1], *offsets)
         await self._execute(pipe, "clear attempt counters")
+
+    async def forget(self, group: str, partitions: Sequence[str]) -> None:
+        if not partitions:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.delete(*(key for partition in partitions for key in self._keys(group, partition)))
+        await self._execute(pipe, "forget attempt counters")
 
     async def close(self) -> None:
         """Close the connection pool if this store created it from a URL."""
@@ -105,8 +176,8 @@ class RedisAttemptStore:
             await self._redis.aclose()
 
     @staticmethod
-    async def _execute(pipe: Pipeline, what: str) -> list:
+    async def _execute(pipe: aioredis.client.Pipeline, what: str) -> None:
         try:
-            return await pipe.execute()
+            await pipe.execute()
         except (redis_errors.RedisError, OSError) as exc:
             raise translate_redis_error(exc, f"attempt store: {what}") from exc

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
 
 from brokers._kafka_admin import KafkaGroupAdmin
 from brokers._kafka_errors import CLIENT_ERRORS, SIZE_ERRORS, probe_auth, stop_client, too_large, translate
@@ -60,7 +61,7 @@ class KafkaBroker(Broker):
         if s.security_protocol.startswith("SASL") and s.sasl_mechanism not in _MECHANISMS:
             raise ConfigurationError(f"sasl_mechanism {s.sasl_mechanism!r}: use one of {_MECHANISMS}")
         store = s.attempt_store
-        if store is not None and not (hasattr(store, "incr_many") and hasattr(store, "clear_many")):
+        if store is not None and not all(hasattr(store, name) for name in ("count", "clear_many", "forget")):
             raise ConfigurationError("attempt_store must implement brokers.attempts.AttemptStore")
         self.capabilities = Capabilities(persistent=True, partitions=True, attempt_counts=store is not None)
         self._producer: AIOKafkaProducer | None = None
@@ -70,6 +71,7 @@ class KafkaBroker(Broker):
         self._offsets: AIOKafkaConsumer | None = None  # end offsets for group_lag, kept open between calls
         self._offsets_lock = asyncio.Lock()
         self._ssl_context: ssl.SSLContext | None = None
+        self._partitioner = DefaultPartitioner()  # what the producer uses, for batches
 
     @property
     def max_record_bytes(self) -> int:
@@ -240,28 +242,46 @@ class KafkaBroker(Broker):
 
     async def publish_raw_batch(self, topic: str, values: Sequence[bytes],
                                 key: str | None = None) -> list[str]:
+        """The records go to one partition (the key's, or one picked at random without a key) in
+        producer batches built here, as a competent aiokafka user would: no per-record send() and
+        future. Their ids are the batches' base offsets plus their places in them, in order."""
         for value in values:
             check_size(value, self.max_record_bytes, topic)
+        if not values:
+            return []
         encoded_key = None if key is None else key.encode()
 
         async def once() -> list[str]:
             producer = self._live_producer()
             try:
-                if producer.client.cluster.partitions_for_topic(topic) is None:
-                    await self._partitions(topic)
-                sent = [await producer.send(topic, value, key=encoded_key) for value in values]
-                results = await asyncio.gather(*sent, return_exceptions=True)
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
+                partition = await self._batch_partition(topic, encoded_key)
+                sent: list[tuple[asyncio.Future[Any], int]] = []  # (the batch's future, its record count)
+                batch, count = producer.create_batch(), 0
+                for value in values:
+                    if batch.append(key=encoded_key, value=value, timestamp=None) is None:  # full
+                        sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+                        batch, count = producer.create_batch(), 0
+                        batch.append(key=encoded_key, value=value, timestamp=None)  # an empty batch takes any
+                    count += 1
+                sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+                metas = await asyncio.gather(*(future for future, _ in sent))
             except SIZE_ERRORS as exc:
                 raise too_large(exc, max(map(len, values)), topic) from exc
             except CLIENT_ERRORS as exc:
                 raise translate(exc, f"publish a batch to Kafka topic {topic!r}") from exc
-            return [f"{meta.partition}:{meta.offset}" for meta in results]
+            return [f"{partition}:{meta.offset + i}" for meta, (_, n) in zip(metas, sent, strict=True)
+                    for i in range(n)]
 
         # A retry after a partial failure sends the whole batch again (at least once).
         return await retry_within_budget(once, self.settings.retry_budget_s, f"publish to {topic!r}")
+
+    async def _batch_partition(self, topic: str, key: bytes | None) -> int:
+        """The partition producer.send() would pick for `key` (a random available one for None)."""
+        cluster = self._live_producer().client.cluster
+        partitions = cluster.partitions_for_topic(topic) or await self._partitions(topic)
+        every = sorted(partitions)
+        available = sorted(cluster.available_partitions_for_topic(topic) or every)
+        return self._partitioner(key, every, available)
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -359,4 +379,8 @@ class KafkaBroker(Broker):
                            dry_run: bool = False, force: bool = False) -> dict[int | None, int]:
         """`force` does not apply: Kafka moves the offsets of an empty group only (GroupActive)."""
         admin, tps = await self._group_admin(topic)
-        return await admin.rewind(topic, tps, group, since, until, dry_run=dry_run)
+        counts = await admin.rewind(topic, tps, group, since, until, dry_run=dry_run)
+        store = self.settings.attempt_store
+        if store is not None and not dry_run:  # the range is handed over afresh: attempt 1
+            await store.forget(group, [f"{tp.topic}:{tp.partition}" for tp in tps])
+        return counts

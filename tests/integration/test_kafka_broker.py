@@ -312,3 +312,53 @@ async def test_ensure_topic_compacted_sets_the_cleanup_policy(broker: KafkaBroke
     policies = {resource[3]: dict((c[0], c[1]) for c in resource[4])["cleanup.policy"]
                 for response in described for resource in response.resources}
     assert policies == {compacted: "compact", plain: "delete"}
+
+
+async def test_acks_are_committed_in_the_background_while_the_member_runs(broker: KafkaBroker) -> None:
+    topic, group = await _topic(broker), unique("g")
+    await broker.publish_batch(topic, [_event(i) for i in range(50)])
+    async with contextlib.aclosing(broker.consume(topic, group)) as stream:
+        for _ in range(50):
+            await (await anext(stream)).ack()  # returns without waiting for the commit
+        deadline = time.monotonic() + 10
+        while (lag := await broker.group_lag(topic, group)).behind:  # the member is still in the group
+            assert time.monotonic() < deadline, f"acks not committed: {lag}"
+            await asyncio.sleep(0.1)
+
+
+async def test_a_batch_larger_than_a_producer_batch_keeps_its_order_and_ids(broker: KafkaBroker) -> None:
+    topic = await _topic(broker, partitions=3)
+    values = [f'{{"n": {i}, "pad": "{"x" * 300}"}}'.encode() for i in range(2000)]  # several producer batches
+    ids = await broker.publish_raw_batch(topic, values)
+    partition = ids[0].split(":")[0]  # without a key the whole batch goes to one partition
+    assert ids == [f"{partition}:{offset}" for offset in range(2000)]
+    assert [r.raw async for r in broker.read(topic)] == values
+    keyed = await broker.publish_raw_batch(topic, values[:3], key="k")
+    assert keyed[0].split(":")[0] == (await broker.publish_raw(topic, b"{}", key="k")).split(":")[0]
+
+
+async def test_the_attempt_store_counts_redeliveries_only_and_forgets_on_rewind(
+        store: RedisAttemptStore) -> None:
+    first = await store.count("g", [("t:0", 0), ("t:0", 1), ("t:1", 0)])
+    again = await store.count("g", [("t:1", 0), ("t:0", 1), ("t:0", 2)])
+    assert (first, again) == ([1, 1, 1], [2, 2, 1])
+    assert await store.count("g", [("t:0", 1)]) == [3]
+    assert await store.count("other-group", [("t:0", 1)]) == [1]
+    await store.clear_many("g", [("t:0", 1)])
+    assert await store.count("g", [("t:0", 1)]) == [2]  # still handed out before: counted afresh from 2
+    await store.forget("g", ["t:0", "t:1"])
+    assert await store.count("g", [("t:0", 0), ("t:0", 1), ("t:1", 0)]) == [1, 1, 1]
+
+
+async def test_a_rewound_range_comes_back_with_attempt_one(store: RedisAttemptStore) -> None:
+    async with KafkaBroker(KAFKA_URL, attempt_store=store, **FAST) as broker:
+        topic, group = await _topic(broker), unique("g")
+        since = datetime.now(UTC)
+        await broker.publish_batch(topic, [_event(i) for i in range(3)])
+        assert [d.attempt for d in await _take(broker, topic, group, 3)] == [1, 1, 1]
+        deadline = time.monotonic() + 20
+        while (await broker.group_lag(topic, group)).members:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        await broker.rewind_group(topic, group, since=since)
+        assert [d.attempt for d in await _take(broker, topic, group, 3)] == [1, 1, 1]
