@@ -16,6 +16,7 @@ conformance suite in tests/integration/test_broker_conformance.py. Backends impo
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from typing import Any, Literal
 from brokers.errors import RecordTooLarge
 from schemas.envelope import DecodeError, RouterEvent, decode, encode
 
-__all__ = ["Broker", "Capabilities", "Delivery", "GroupLag", "PartitionLag", "Record", "StartPosition"]
+__all__ = ["Broker", "Capabilities", "Delivery", "GroupLag", "PartitionLag", "Record", "StartPosition", "ack_all"]
 
 StartPosition = Literal["earliest", "latest"]
 Settle = Callable[["Delivery", bool], Awaitable[None]]
@@ -82,6 +83,26 @@ class Delivery:
     def __repr__(self) -> str:
         what = self.event.event_type if self.event is not None else f"undecodable: {self.error}"
         return f"<Delivery {self.topic}@{self.record_id} attempt={self.attempt} {what}>"
+
+
+async def ack_all(deliveries: Sequence[Delivery]) -> None:
+    """Acknowledge many deliveries at once. A broker whose settle function has a `many(deliveries, ok)`
+    attribute settles them in one call; otherwise they are acknowledged concurrently. Every ack is
+    attempted; the first failure is raised."""
+    todo = [d for d in deliveries if not d._done]
+    if not todo:
+        return
+    for delivery in todo:
+        delivery._done = True
+    settle = todo[0]._settle
+    many = getattr(settle, "many", None)
+    if many is not None and all(d._settle is settle for d in todo):
+        await many(todo, True)
+        return
+    results = await asyncio.gather(*(d._settle(d, True) for d in todo), return_exceptions=True)
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise failed
 
 
 @dataclass(frozen=True, slots=True)

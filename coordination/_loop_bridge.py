@@ -41,6 +41,8 @@ class LoopBridge:
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         here = asyncio.get_running_loop()
+        if self.home is here:  # the common case, and a running loop is neither closed nor stopped
+            return await coro
         home = self.usable_home()
         if home is None or home is here:
             return await coro

@@ -15,7 +15,7 @@
     RINGRIFT_EVENT_HANDLER_TIMEOUT   600    seconds, async and sync handlers
     RINGRIFT_HANDLER_MAX_ATTEMPTS    3      attempts per handler before the dead letter
     RINGRIFT_MAX_DELIVERIES          5      deliveries of one record before a "crash" dead letter
-    RINGRIFT_CONSUME_BATCH           32     deliveries claimed and committed per dedup round trip (1: one in flight)
+    RINGRIFT_CONSUME_BATCH           128    deliveries claimed and committed per dedup round trip (1: one in flight)
     RINGRIFT_DEDUP_EXEMPT_TYPES      comma list of types never content-deduplicated
     RINGRIFT_ROUTER_START            latest | earliest: where a new consumer group starts
     RINGRIFT_EVENT_VALIDATION_STRICT read by schemas.events (strict validation)
@@ -74,7 +74,7 @@ class RouterConfig:
     claim_idle_ms: int = 30_000  # a delivery pending this long on a dead member goes to another
     # Deliveries handled per dedup round trip. A process killed mid-batch may run again the handlers
     # of up to this many events per bus whose handling finished uncommitted; 1: one in flight.
-    consume_batch: int = 32
+    consume_batch: int = 128
     cross_process_partitions: int = 3
     start_position: Literal["earliest", "latest"] = "latest"
     strict_validation: bool = False

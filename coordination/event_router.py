@@ -39,11 +39,11 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import brokers
-from brokers.base import Broker, Delivery
+from brokers.base import Broker, Delivery, ack_all
 from brokers.dedup import Verdict, connect_dedup
 from brokers.errors import BrokerError, BrokerUnavailable
 from coordination._attempt_clock import AttemptClock
@@ -263,8 +263,11 @@ class UnifiedEventRouter:
         if target_group is not None and not target_group:
             raise ValueError("target_group must name a consumer group (None: every group)")
         name = self._type_key(event_type)
-        fields: dict[str, Any] = {}
         parent = current_event()
+        if parent is None and dedup and correlation_id is parent_event_id is trace_id is event_id is target_group \
+                is None:  # the common case: nothing to carry over
+            return RouterEvent.new(name, payload, source)
+        fields: dict[str, Any] = {}
         if parent is not None:
             fields.update(trace_id=parent.trace_id, correlation_id=parent.correlation_id,
                           parent_event_id=parent.event_id)
@@ -357,6 +360,18 @@ class UnifiedEventRouter:
     async def _send(self, event: RouterEvent, routes: tuple[bool, bool, bool], key: str | None) -> None:
         spool = self._open_spool()
         targets = self._targets(event, routes, key)
+        if spool is None and len(targets) == 1 and self._local is not None:  # the common case, shortest
+            bus, topic, part_key = targets[0]
+            try:
+                await self._publish_one(bus, topic, part_key, encode(event))
+            except BrokerError as exc:
+                if not exc.retriable:
+                    raise
+                raise BrokerUnavailable(f"publish of {event.event_type} {event.event_id} failed: the {bus} bus is "
+                                        f"unavailable ({exc})") from exc
+            self._published[bus] += 1
+            self._flow["published", bus, event.event_type] += 1
+            return
         # a bus with records waiting in the spool gets this one behind them (order per bus)
         direct = [t for t in targets if spool is None or not spool.depth(t[0])]
         failed: dict[str, BaseException] = {}
@@ -524,10 +539,8 @@ class UnifiedEventRouter:
                 done.append(delivery.event)  # type: ignore[arg-type]
             if settled is not _DEFERRED:
                 acks.append(delivery)
-        if done:
-            await self._dedup.commit_many(done)
-        if acks:
-            self._ack_in_background(*acks)
+        if done or acks:
+            self._in_background(self._commit_then_ack(done, acks))
 
     async def _handle(self, bus: str, delivery: Delivery) -> None:
         """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
@@ -603,15 +616,26 @@ class UnifiedEventRouter:
         round trip. Safe because the dedup marks are settled first: if the process dies before the ack
         lands, the record comes back and is dropped as a duplicate. One task per call (a batch's acks
         go to the broker's coalescer together); stop() waits for these."""
-        acks = deliveries[0].ack() if len(deliveries) == 1 else _ack_all(deliveries)
-        task = asyncio.create_task(acks)
+        self._in_background(deliveries[0].ack() if len(deliveries) == 1 else ack_all(deliveries))
+
+    async def _commit_then_ack(self, done: list[RouterEvent], acks: list[Delivery]) -> None:
+        """A batch's dedup commits, then its acks (never an ack before its mark: see _ack_in_background).
+        Off the consumer's path, so that it reads on while the commit travels; if the commit fails, the
+        records are not acknowledged and come back (their claims are taken over, the handlers run again)."""
+        if done:
+            await self._dedup.commit_many(done)
+        if acks:
+            await (acks[0].ack() if len(acks) == 1 else ack_all(acks))
+
+    def _in_background(self, settling: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(settling)
         self._acks.add(task)
         task.add_done_callback(self._ack_done)
 
     def _ack_done(self, task: asyncio.Task[None]) -> None:
         self._acks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("ack failed (the record will be delivered again): %s", task.exception())
+            log.warning("commit or ack failed (the record will be delivered again): %s", task.exception())
 
     def _valid(self, event: RouterEvent) -> bool:
         if not self.config.strict_validation or event.event_type in self._valid_types:
@@ -696,14 +720,6 @@ class UnifiedEventRouter:
 
 
 _router: UnifiedEventRouter | None = None
-
-
-async def _ack_all(deliveries: tuple[Delivery, ...]) -> None:
-    """Every ack is attempted; the first failure is raised (and logged by _ack_done)."""
-    results = await asyncio.gather(*(d.ack() for d in deliveries), return_exceptions=True)
-    failed = next((r for r in results if isinstance(r, BaseException)), None)
-    if failed is not None:
-        raise failed
 
 
 def get_router() -> UnifiedEventRouter:
