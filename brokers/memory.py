@@ -135,12 +135,6 @@ class MemoryBroker(Broker):
                 state.redeliver.append(seq)
                 log.wake()
 
-        async def settle_many(deliveries: Sequence[Delivery], ok: bool) -> None:
-            for delivery in deliveries:
-                await settle(delivery, ok)
-
-        settle.many = settle_many  # type: ignore[attr-defined]  # see brokers.base.ack_all
-
         state.members[me] += 1
         # like a Redis consumer restarted with its name: what it left pending comes first
         state.redeliver.extend(seq for seq, pending in state.pending.items()

@@ -244,12 +244,6 @@ class RedisStreamsBroker(Broker):
             else:
                 nacked.append(delivery)
 
-        async def settle_many(deliveries: Sequence[Delivery], ok: bool) -> None:
-            for delivery in deliveries:
-                await settle(delivery, ok)
-
-        settle.many = settle_many  # type: ignore[attr-defined]  # see brokers.base.ack_all
-
         history: str | None = "0"  # first this member's own pending entries (a restart with the same name)
         next_claim = 0.0
         ahead: asyncio.Future[Any] | None = None  # the next read of new entries, already on its way

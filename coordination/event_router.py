@@ -470,8 +470,10 @@ class UnifiedEventRouter:
         # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
         while me is None or not me.cancelling():
             try:
+                # reads of a few batches at once: fewer round trips to the broker (and to the Kafka
+                # bus's attempt store) per record, while the batches are handled one at a time
                 deliveries = broker.consume(topic, c.group, c.consumer, start=c.start_position,
-                                            claim_idle_ms=c.claim_idle_ms)
+                                            claim_idle_ms=c.claim_idle_ms, batch_size=4 * c.consume_batch)
                 async with contextlib.aclosing(delivery_batches(deliveries, c.consume_batch)) as batches:
                     async for batch in batches:
                         await self._handle_batch(bus, batch)
