@@ -68,7 +68,9 @@ class Delivery:
         return self._done
 
     async def ack(self) -> None:
-        """Done with this record: it is not delivered to this group again."""
+        """Done with this record: it is not delivered to this group again. Redis and Kafka send acks
+        in the background (coalesced); one that is lost (the broker went away) only means the record
+        is delivered again, as after a crash before the ack."""
         if not self._done:
             self._done = True
             await self._settle(self, True)
