@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import shutil
 import signal
+import socket
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,8 +65,12 @@ def _duration(seconds: float) -> str:
 def run(ctx: Context) -> list[Row]:
     s = ctx.settings
     ns, node = unique("benchw7"), unique("benchw7node")
+    # the profile as deployed: with a cluster secret (its data server and auto sync stop without one),
+    # serving an empty data directory of its own on a free port
+    data_dir = tempfile.mkdtemp(prefix="benchw7data")
     env = {**os.environ, "RINGRIFT_REDIS_URL": s.redis_url, "RINGRIFT_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-           "RINGRIFT_NAMESPACE": ns}
+           "RINGRIFT_NAMESPACE": ns, "RINGRIFT_CLUSTER_SECRET": os.environ.get("RINGRIFT_CLUSTER_SECRET") or
+           secrets.token_hex(16), "RINGRIFT_DATA_DIR": data_dir, "RINGRIFT_DATA_PORT": str(_free_port())}
     coord = str(Path(sys.executable).with_name("coord"))
     rows = [Row("W7", "idle", "ours: node agent, coordinator profile", "ours"),
             Row("W7", "idle", "raw: redis-py + aiokafka readers", RAW),
@@ -102,8 +110,15 @@ def run(ctx: Context) -> list[Row]:
     finally:
         asyncio.run(clients.delete_redis(s.redis_url, f"{ns}:*"))
         asyncio.run(clients.delete_topics(s.kafka_bootstrap, prefix=f"{ns}."))
+        shutil.rmtree(data_dir, ignore_errors=True)
     _fill_rows(rows, idle)
     return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _soak(ctx: Context, agent: Child, ns: str, node: str) -> dict[str, Any]:

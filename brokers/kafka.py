@@ -49,6 +49,10 @@ T = TypeVar("T")
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# The admin client has no topics of its own, so each metadata refresh fetches the whole cluster's (every
+# partition's replicas): ~600 bytes per partition kept per client, every 5 minutes by default. It
+# needs only the controller and group coordinators, which it looks up again when they move.
+_ADMIN_METADATA_MAX_AGE_MS = 24 * 3600 * 1000
 
 
 class KafkaBroker(Broker):
@@ -132,7 +136,8 @@ class KafkaBroker(Broker):
         try:
             self._admin = await self._start_client(
                 lambda: AIOKafkaAdminClient(**self._client_options(),
-                                            request_timeout_ms=self.settings.request_timeout_ms),
+                                            request_timeout_ms=self.settings.request_timeout_ms,
+                                            metadata_max_age_ms=_ADMIN_METADATA_MAX_AGE_MS),
                 f"connect admin client to Kafka at {self.url}")
         except BaseException:
             await producer.stop()

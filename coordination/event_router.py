@@ -8,12 +8,10 @@
 Publish builds ONE `RouterEvent` and writes it, concurrently, to the data stream `<ns>:data`, the stage
 stream `<ns>:stage` (only for types with a stage mapping) and the cross-process topic `<ns>.events`
 (keyed by `key`, else the payload's config_key/config, else the type); it returns once every bus
-acknowledged. Consumption: each bus is consumed in the group `<node_id>.<service_name>`; every
-delivery goes through `_handle`: decode -> delivery count -> strict validation -> dedup claim ->
-handlers (global first, then typed; retried, timed out, dead-lettered one by one) -> dedup settle
--> ack. A handler that fails its first attempt is retried beside the stream (coordination._retries):
-the events behind it go on, and its record is acknowledged when its retries end (handled or
-dead-lettered). Because all three buses share one group and therefore one dedup scope, the copies of one
+acknowledged. Consumption: each bus is consumed in the group `<node_id>.<service_name>` by
+coordination._delivery_handling: decode -> strict validation -> dedup claim -> handlers (global
+first, then typed; a failed first attempt retried beside the stream, then dead-lettered) -> dedup
+settle -> ack. Because all three buses share one group and therefore one dedup scope, the copies of one
 publish that ride several buses reach each handler once. `publish(..., dedup=False)` opts out of
 content dedup: the event id then starts with `nodedup-` (see NO_CONTENT_DEDUP_PREFIX).
 
@@ -28,7 +26,8 @@ restarted process drains what its predecessor left.
 
 This module is over 400 lines because it is the router's one public class, and the spool's glue
 (which bus a record goes to, probing it, dead-lettering what it refuses) needs the router's brokers;
-the parts that stand alone live in config, dlq, handlers, spool and _loop_bridge; the dedup marks in brokers.dedup.
+the parts that stand alone live in config, dlq, handlers, spool, _delivery_handling and _loop_bridge;
+the dedup marks in brokers.dedup.
 """
 
 from __future__ import annotations
@@ -39,45 +38,30 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import brokers
-from brokers.base import Broker, Delivery, ack_all
-from brokers.dedup import Verdict, connect_dedup
+from brokers.base import Broker
+from brokers.dedup import connect_dedup
 from brokers.errors import BrokerError, BrokerUnavailable
-from coordination._attempt_clock import AttemptClock
-from coordination._delivery_batches import delivery_batches
+from coordination._delivery_handling import NO_CONTENT_DEDUP_PREFIX, ORIGIN, DeliveryHandling
 from coordination._loop_bridge import LoopBridge
-from coordination._retries import Retries
 from coordination.config import RouterConfig
-from coordination.dlq import DeadLetter, DeadLetterQueue, Stage, dead_letter_for
+from coordination.dlq import DeadLetter, DeadLetterQueue
 from coordination.handlers import (
     Handler,
-    RetryPolicy,
     Subscriber,
     current_event,
-    observe_attempt,
-    observing,
-    reset_current_event,
-    retry_handler,
-    set_current_event,
 )
 from coordination.spool import Spool, SpoolDrainer, SpooledRecord, new_record
 from schemas.envelope import DecodeError, EventSource, RouterEvent, decode, encode
-from schemas.events import EventTypeLike, UnknownEventTypeError, stage_event_for, validate_event_type
+from schemas.events import EventTypeLike, stage_event_for, validate_event_type
 
 __all__ = ["NO_CONTENT_DEDUP_PREFIX", "EventSource", "RouterEvent", "UnifiedEventRouter", "get_router",
            "has_subscribers", "publish", "publish_sync", "reset_router", "subscribe", "unsubscribe"]
 
 log = logging.getLogger(__name__)
-NO_CONTENT_DEDUP_PREFIX = "nodedup-"
-_ORIGIN = {"data": EventSource.DATA_BUS, "stage": EventSource.STAGE_BUS, "cross": EventSource.CROSS_PROCESS}
-_RETRY_LIMIT = 512  # events in retry at once per router; a consumer with more waits (back-pressure)
-# What became of a claimed delivery: handled, its dedup commit left to the batch (_DONE); settled, only
-# its ack is left (_SETTLED); in retry, which commits and acknowledges it when it ends (_DEFERRED).
-_DONE, _SETTLED, _DEFERRED = "done", "settled", "deferred"
-Failures = list[tuple[Subscriber, Exception]]
 
 
 class UnifiedEventRouter:
@@ -87,7 +71,6 @@ class UnifiedEventRouter:
         self._global: list[Handler] = []
         self._typed: dict[str, list[Handler]] = {}
         self._event_history: deque[RouterEvent] = deque(maxlen=c.history_size)
-        self._policy = RetryPolicy(c.handler_timeout_s, c.max_attempts, c.retry_initial_s, c.retry_max_s)
         self._bridge = LoopBridge(f"router-{c.group}")
         self._lock = asyncio.Lock()
         self._local: Broker | None = None
@@ -96,16 +79,15 @@ class UnifiedEventRouter:
         self._dedup: Any = None
         self.dlq: DeadLetterQueue | None = None
         self._consumers: list[asyncio.Task[None]] = []
-        self._acks: set[asyncio.Task[None]] = set()
         self._subscribers: dict[str, tuple[Subscriber, ...]] = {}  # event type -> who runs, in order
-        self._valid_types: set[str] = set()
-        self._clocks: dict[str, AttemptClock] = {}  # per bus: its consumer task's handler timeouts
-        self._retries = Retries(_RETRY_LIMIT)
         # (published | consumed | deduplicated | dead_lettered, bus, event type) -> count
         self._flow: Counter[tuple[str, str, str]] = Counter()
         self._published: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
+        self._handling = DeliveryHandling(c, self._subscribers_for, history=self._event_history, flow=self._flow,
+                                          counts=self._counts)
         self._spool: Spool | None = None
+        self._in_process = c.redis_url.startswith("memory://")  # the local buses never block
         self._drainer: SpoolDrainer | None = None
 
     # -- subscriptions ---------------------------------------------------------------------------
@@ -128,10 +110,12 @@ class UnifiedEventRouter:
             return True
         return False
 
-    def _subscribers_of(self, event_type: str) -> tuple[Subscriber, ...]:
+    def _subscribers_for(self, event_type: str) -> tuple[Subscriber, ...]:
         """Global handlers first, then typed ones; worked out once per type until subscriptions change."""
-        subscribers = tuple(Subscriber(h) for h in [*self._global, *self._typed.get(event_type, ())])
-        self._subscribers[event_type] = subscribers
+        subscribers = self._subscribers.get(event_type)
+        if subscribers is None:
+            subscribers = tuple(Subscriber(h) for h in [*self._global, *self._typed.get(event_type, ())])
+            self._subscribers[event_type] = subscribers
         return subscribers
 
     def has_subscribers(self, event_type: EventTypeLike) -> bool:
@@ -188,6 +172,7 @@ class UnifiedEventRouter:
                                     cache_size=c.dedup_cache_size)
         self._closeables.append(self._dedup)
         self.dlq = DeadLetterQueue(cross or local, c.dlq_topic)
+        self._handling.attach(self._dedup, self.dlq)
         self._local, self._cross = local, cross
         self._bridge.adopt(asyncio.get_running_loop())
 
@@ -206,7 +191,7 @@ class UnifiedEventRouter:
             self._drainer.wake()
         if self._consumers:
             return
-        self._consumers = [asyncio.create_task(self._consume(bus, broker, topic), name=f"router-{bus}")
+        self._consumers = [asyncio.create_task(self._handling.consume(bus, broker, topic), name=f"router-{bus}")
                            for bus, broker, topic in self._read_targets()]
 
     def _read_targets(self) -> list[tuple[str, Broker, str]]:
@@ -239,9 +224,7 @@ class UnifiedEventRouter:
             _, stuck = await asyncio.wait(consumers, timeout=2.0)
             if stuck:
                 log.warning("%d router consumer(s) did not stop within 2 s; closing their brokers", len(stuck))
-        await self._retries.cancel_all()  # each releases its claim: its record comes back, handled anew
-        if self._acks:
-            await asyncio.wait(list(self._acks), timeout=5.0)
+        await self._handling.stop()
         closeables, self._closeables = self._closeables, []
         for item in reversed(closeables):
             with contextlib.suppress(Exception):
@@ -344,10 +327,9 @@ class UnifiedEventRouter:
         return broker
 
     async def _publish_one(self, bus: str, topic: str, key: str | None, value: bytes) -> None:
-        """One bus's write, bounded by the router's budget. The local brokers bound their own calls
-        with it (they are connected with it); an aiokafka send can outlast the broker's, so the cross
-        bus's write gets a timeout of its own."""
-        if bus != "cross":
+        """One bus's write, bounded by the router's budget (a broker's own retries can outlast it by
+        an attempt; an aiokafka send can outlast it altogether). In-process buses need no bound."""
+        if self._in_process and bus != "cross":
             await self._broker_for(bus).publish_raw(topic, value, key)
             return
         budget = self.config.publish_retry_budget_s
@@ -454,227 +436,6 @@ class UnifiedEventRouter:
         await self.dlq.put(letter)
         self._counts["dead_lettered"] += 1
 
-    # -- consuming --------------------------------------------------------------------------------
-
-    async def _consume(self, bus: str, broker: Broker, topic: str) -> None:
-        c = self.config
-        me = asyncio.current_task()
-        self._clocks[bus] = AttemptClock(c.handler_timeout_s)
-        try:
-            await self._consume_loop(bus, broker, topic, me)
-        finally:
-            self._clocks.pop(bus).close()
-
-    async def _consume_loop(self, bus: str, broker: Broker, topic: str, me: asyncio.Task[Any] | None) -> None:
-        c = self.config
-        # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
-        while me is None or not me.cancelling():
-            try:
-                # reads of a few batches at once: fewer round trips to the broker (and to the Kafka
-                # bus's attempt store) per record, while the batches are handled one at a time
-                deliveries = broker.consume(topic, c.group, c.consumer, start=c.start_position,
-                                            claim_idle_ms=c.claim_idle_ms, batch_size=4 * c.consume_batch)
-                async with contextlib.aclosing(delivery_batches(deliveries, c.consume_batch)) as batches:
-                    async for batch in batches:
-                        await self._handle_batch(bus, batch)
-                        if me is not None and me.cancelling():
-                            return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if me is not None and me.cancelling():
-                    return
-                log.exception("router consumer of %s (%s) failed; restarting in 1 s", topic, bus)
-                await asyncio.sleep(1.0)
-
-    async def _dead_letter(self, delivery: Delivery, bus: str, stage: Stage, **details: Any) -> None:
-        assert self.dlq is not None
-        letter = dead_letter_for(delivery, stage=stage, bus=bus, group=self.config.group,
-                                 node_id=self.config.node_id, **details)
-        await self.dlq.put(letter)
-        self._counts["dead_lettered"] += 1
-        self._flow["dead_lettered", bus, delivery.event.event_type if delivery.event else "(undecodable)"] += 1
-        log.warning("dead letter %s: %s %s on %s (%s)", letter.dead_letter_id, stage,
-                    letter.handler or "", delivery, letter.message)
-
-    def _content_dedup(self, event: RouterEvent) -> bool:
-        return not event.event_id.startswith(NO_CONTENT_DEDUP_PREFIX) and \
-            event.event_type not in self.config.dedup_exempt_types
-
-    def _claimable(self, delivery: Delivery) -> bool:
-        """A first delivery of a valid event for this group: its dedup claim may join a batch.
-        Redeliveries go one at a time, so that a record whose handling kills the process is the
-        only one whose claim is taken over again (the crash count stays with it)."""
-        event = delivery.event
-        return delivery.attempt == 1 and event is not None and not self._elsewhere(event) and self._valid(event)
-
-    def _elsewhere(self, event: RouterEvent) -> bool:
-        """Addressed to another consumer group (a re-drive): acknowledged, not handled."""
-        return bool(event.target_group) and event.target_group != self.config.group
-
-    def _position(self, bus: str, delivery: Delivery) -> str:
-        return f"{bus}|{delivery.topic}|{delivery.partition}|{delivery.record_id}"
-
-    async def _handle_batch(self, bus: str, batch: list[Delivery]) -> None:
-        """A batch: dedup claims of its first deliveries in one round trip, handlers in order, their
-        commits in one round trip, then the acks. Anything else goes through `_handle` in its turn."""
-        claimable = [d for d in batch if self._claimable(d)]
-        if len(claimable) < 2:
-            for delivery in batch:
-                await self._handle(bus, delivery)
-            return
-        items = [(d.event, self._position(bus, d), self._content_dedup(d.event)) for d in claimable]  # type: ignore[arg-type]
-        verdicts = await self._dedup.claim_many(items)
-        if len(claimable) == len(batch):
-            pairs: Any = zip(batch, verdicts, strict=True)
-        else:
-            by_delivery = dict(zip(map(id, claimable), verdicts, strict=True))
-            pairs = ((d, by_delivery.get(id(d))) for d in batch)
-        done: list[RouterEvent] = []
-        acks: list[Delivery] = []
-        for delivery, verdict in pairs:
-            if verdict is None:
-                await self._handle(bus, delivery)
-                continue
-            settled = await self._settle_claim(bus, delivery, verdict)
-            if settled is _DONE:
-                done.append(delivery.event)  # type: ignore[arg-type]
-            if settled is not _DEFERRED:
-                acks.append(delivery)
-        if done or acks:
-            self._in_background(self._commit_then_ack(done, acks))
-
-    async def _handle(self, bus: str, delivery: Delivery) -> None:
-        """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
-        event = delivery.event
-        if event is None:
-            await self._dead_letter(delivery, bus, "decode", message=delivery.error or "undecodable")
-        elif self._elsewhere(event):
-            pass
-        elif not self._valid(event):
-            await self._dead_letter(delivery, bus, "validate", message=f"unknown event type {event.event_type!r}")
-        else:
-            verdict = await self._dedup.claim(event, self._position(bus, delivery), content=self._content_dedup(event))
-            settled = await self._settle_claim(bus, delivery, verdict)
-            if settled is _DEFERRED:
-                return
-            if settled is _DONE:
-                await self._dedup.commit(event)
-        self._ack_in_background(delivery)
-
-    async def _settle_claim(self, bus: str, delivery: Delivery, verdict: Verdict) -> str:
-        """Act on a claim's verdict: _DONE (handlers ran and succeeded: the caller commits the mark and
-        acknowledges), _SETTLED (the caller acknowledges) or _DEFERRED (in retry, which does both)."""
-        c, event = self.config, delivery.event
-        assert event is not None
-        if verdict is Verdict.NEW:
-            failures = await self._dispatch(bus, event)
-            if not failures:
-                return _DONE
-            if self._policy.max_attempts > 1:
-                await self._retries.submit(self._retry(bus, delivery, event, failures))
-                return _DEFERRED
-            await self._give_up_or_recover(bus, delivery, event, failures)
-            return _SETTLED
-        if verdict is Verdict.CRASHED:
-            await self._dead_letter(delivery, bus, "crash", attempts=c.max_deliveries + 1,
-                                    message=f"its handling ended its process {c.max_deliveries} times "
-                                    f"(max_deliveries={c.max_deliveries}); handlers not called again")
-            await self._dedup.fail(event)
-        else:
-            self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
-                         else "content_duplicates_prevented"] += 1
-            self._flow["deduplicated", bus, event.event_type] += 1
-        return _SETTLED
-
-    async def _retry(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
-        """In a Retries task: the failed handlers' remaining attempts, then the mark and the ack."""
-        try:
-            await self._give_up_or_recover(bus, delivery, event, failures)
-        except asyncio.CancelledError:  # stop(): the record was not acknowledged and comes back
-            with contextlib.suppress(Exception):
-                await self._dedup.release(event)
-            raise
-        self._ack_in_background(delivery)
-
-    async def _give_up_or_recover(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
-        """Retry each handler that failed its first attempt; dead-letter those that keep failing.
-        Settles the event's dedup mark: committed when all recovered, else failed."""
-        failed = False
-        for subscriber, first_failure in failures:
-            outcome = await retry_handler(subscriber.handler, event, self._policy, first_failure,
-                                          name=subscriber.name)
-            self._counts["handler_errors"] += outcome.failures
-            self._counts["handler_timeouts"] += outcome.timeouts
-            if not outcome.ok:
-                failed = True
-                await self._dead_letter(delivery, bus, "timeout" if outcome.timed_out else "handle",
-                                        exc=outcome.error, handler=outcome.handler, attempts=outcome.attempts,
-                                        first_failure_at=outcome.first_failure_at)
-        await (self._dedup.fail(event) if failed else self._dedup.commit(event))
-
-    def _ack_in_background(self, *deliveries: Delivery) -> None:
-        """Acknowledge without waiting for the broker: the next delivery need not wait for a commit
-        round trip. Safe because the dedup marks are settled first: if the process dies before the ack
-        lands, the record comes back and is dropped as a duplicate. One task per call (a batch's acks
-        go to the broker's coalescer together); stop() waits for these."""
-        self._in_background(deliveries[0].ack() if len(deliveries) == 1 else ack_all(deliveries))
-
-    async def _commit_then_ack(self, done: list[RouterEvent], acks: list[Delivery]) -> None:
-        """A batch's dedup commits, then its acks (never an ack before its mark: see _ack_in_background).
-        Off the consumer's path, so that it reads on while the commit travels; if the commit fails, the
-        records are not acknowledged and come back (their claims are taken over, the handlers run again)."""
-        if done:
-            await self._dedup.commit_many(done)
-        if acks:
-            await (acks[0].ack() if len(acks) == 1 else ack_all(acks))
-
-    def _in_background(self, settling: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(settling)
-        self._acks.add(task)
-        task.add_done_callback(self._ack_done)
-
-    def _ack_done(self, task: asyncio.Task[None]) -> None:
-        self._acks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("commit or ack failed (the record will be delivered again): %s", task.exception())
-
-    def _valid(self, event: RouterEvent) -> bool:
-        if not self.config.strict_validation or event.event_type in self._valid_types:
-            return True
-        try:
-            validate_event_type(event.event_type, strict=True)
-        except (UnknownEventTypeError, ValueError, TypeError):
-            return False
-        self._valid_types.add(event.event_type)  # known types only: bounded by the catalog
-        return True
-
-    async def _dispatch(self, bus: str, event: RouterEvent) -> Failures | None:
-        """Each handler's first attempt, in order; the ones that failed, with their errors (None: none).
-        Timed by the bus's AttemptClock: one timer for all the handlers of the consumer."""
-        event.origin = _ORIGIN[bus]
-        self._event_history.append(event)
-        self._flow["consumed", bus, event.event_type] += 1
-        subscribers = self._subscribers.get(event.event_type)
-        if subscribers is None:
-            subscribers = self._subscribers_of(event.event_type)
-        clock, timed, failures = self._clocks[bus], observing(), None
-        token = set_current_event(event)
-        try:
-            for subscriber in subscribers:
-                started = time.perf_counter() if timed else 0.0
-                try:
-                    await clock.attempt(subscriber.handler, event, is_async=subscriber.is_async)
-                except Exception as exc:
-                    observe_attempt(event, subscriber.name, started, False)
-                    failures = failures or []
-                    failures.append((subscriber, exc))
-                else:
-                    observe_attempt(event, subscriber.name, started, True)
-        finally:
-            reset_current_event(token)
-        return failures
-
     # -- observability ----------------------------------------------------------------------------
 
     def get_stats(self) -> dict[str, Any]:
@@ -684,7 +445,7 @@ class UnifiedEventRouter:
         for (what, bus, event_type), count in self._flow.items():
             if what == "consumed":
                 routed[event_type] += count
-                by_source[_ORIGIN[bus].value] += count
+                by_source[ORIGIN[bus].value] += count
         return {
             "events_routed": dict(routed), "total_events_routed": sum(routed.values()),
             "events_by_source": dict(by_source), "duplicates_prevented": dup,

@@ -1,0 +1,297 @@
+"""The router's consuming half: from a bus's deliveries to handlers run once, dead letters and acks.
+
+    handling = DeliveryHandling(config, subscribers_for, history=..., flow=..., counts=...)
+    handling.attach(dedup_store, dead_letter_queue)     # once the router is connected
+    await handling.consume("data", broker, topic)       # one task per bus, until cancelled
+    await handling.stop()                                # retries released, pending settles awaited
+
+Every delivery goes: decode -> strict validation -> dedup claim -> handlers (first attempts, timed by
+one AttemptClock per bus) -> dedup settle -> ack. A batch's claims travel in one round trip, its
+commits and acks together after it, off the consumer's path (never an ack before its mark: if the
+process dies in between, the record comes back and is dropped as a duplicate, or handled again when
+its mark never landed). A handler that fails its first attempt is retried beside the stream
+(coordination._retries): the events behind it go on; its record is acknowledged when the retries end,
+handled or dead-lettered. Redeliveries and single deliveries go one at a time through `_handle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from brokers.base import Broker, Delivery, ack_all
+from brokers.dedup import DedupStore, Verdict
+from coordination._attempt_clock import AttemptClock
+from coordination._delivery_batches import delivery_batches
+from coordination._retries import Retries
+from coordination.config import RouterConfig
+from coordination.dlq import DeadLetterQueue, Stage, dead_letter_for
+from coordination.handlers import (
+    RetryPolicy,
+    Subscriber,
+    observe_attempt,
+    observing,
+    reset_current_event,
+    retry_handler,
+    set_current_event,
+)
+from schemas.envelope import EventSource, RouterEvent
+from schemas.events import UnknownEventTypeError, validate_event_type
+
+__all__ = ["NO_CONTENT_DEDUP_PREFIX", "ORIGIN", "DeliveryHandling"]
+
+log = logging.getLogger("coordination.event_router")
+NO_CONTENT_DEDUP_PREFIX = "nodedup-"
+ORIGIN = {"data": EventSource.DATA_BUS, "stage": EventSource.STAGE_BUS, "cross": EventSource.CROSS_PROCESS}
+_RETRY_LIMIT = 512  # events in retry at once per router; a consumer with more waits (back-pressure)
+# What became of a claimed delivery: handled, its dedup commit left to the batch (_DONE); settled, only
+# its ack is left (_SETTLED); in retry, which commits and acknowledges it when it ends (_DEFERRED).
+_DONE, _SETTLED, _DEFERRED = "done", "settled", "deferred"
+Failures = list[tuple[Subscriber, Exception]]
+
+
+class DeliveryHandling:
+    def __init__(self, config: RouterConfig, subscribers_for: Callable[[str], tuple[Subscriber, ...]], *,
+                 history: deque[RouterEvent], flow: Counter[tuple[str, str, str]], counts: Counter[str]) -> None:
+        self.config = config
+        self.policy = RetryPolicy(config.handler_timeout_s, config.max_attempts, config.retry_initial_s,
+                                  config.retry_max_s)
+        self._subscribers_for = subscribers_for
+        self._history, self._flow, self._counts = history, flow, counts
+        self._dedup: DedupStore | None = None
+        self._dlq: DeadLetterQueue | None = None
+        self._clocks: dict[str, AttemptClock] = {}  # per bus: its consumer task's handler timeouts
+        self._retries = Retries(_RETRY_LIMIT)
+        self._settling: set[asyncio.Task[None]] = set()
+        self._valid_types: set[str] = set()
+
+    def attach(self, dedup: DedupStore, dlq: DeadLetterQueue) -> None:
+        self._dedup, self._dlq = dedup, dlq
+
+    async def stop(self) -> None:
+        """After the consumers were cancelled: retries end (each releases its claim, so its record
+        comes back and is handled anew), then the pending commits and acks get 5 s to land."""
+        await self._retries.cancel_all()
+        if self._settling:
+            await asyncio.wait(list(self._settling), timeout=5.0)
+        self._dedup = self._dlq = None
+
+    async def consume(self, bus: str, broker: Broker, topic: str) -> None:
+        c = self.config
+        me = asyncio.current_task()
+        self._clocks[bus] = AttemptClock(c.handler_timeout_s)
+        try:
+            # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
+            while me is None or not me.cancelling():
+                try:
+                    # reads of a few batches at once: fewer round trips to the broker (and to the Kafka
+                    # bus's attempt store) per record, while the batches are handled one at a time
+                    deliveries = broker.consume(topic, c.group, c.consumer, start=c.start_position,
+                                                claim_idle_ms=c.claim_idle_ms, batch_size=4 * c.consume_batch)
+                    async with contextlib.aclosing(delivery_batches(deliveries, c.consume_batch)) as batches:
+                        async for batch in batches:
+                            await self._handle_batch(bus, batch)
+                            if me is not None and me.cancelling():
+                                return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    if me is not None and me.cancelling():
+                        return
+                    log.exception("router consumer of %s (%s) failed; restarting in 1 s", topic, bus)
+                    await asyncio.sleep(1.0)
+        finally:
+            self._clocks.pop(bus).close()
+
+    # -- one batch, one delivery ------------------------------------------------------------------
+
+    async def _handle_batch(self, bus: str, batch: list[Delivery]) -> None:
+        """A batch: dedup claims of its first deliveries in one round trip, handlers in order, then
+        their commits and acks together in the background. Anything else goes through `_handle`."""
+        claimable = [d for d in batch if self._claimable(d)]
+        if len(claimable) < 2:
+            for delivery in batch:
+                await self._handle(bus, delivery)
+            return
+        assert self._dedup is not None
+        items = [(d.event, self._position(bus, d), self._content_dedup(d.event)) for d in claimable]  # type: ignore[arg-type]
+        verdicts = await self._dedup.claim_many(items)  # type: ignore[arg-type]
+        if len(claimable) == len(batch):
+            pairs: Any = zip(batch, verdicts, strict=True)
+        else:
+            by_delivery = dict(zip(map(id, claimable), verdicts, strict=True))
+            pairs = ((d, by_delivery.get(id(d))) for d in batch)
+        done: list[RouterEvent] = []
+        acks: list[Delivery] = []
+        for delivery, verdict in pairs:
+            if verdict is None:
+                await self._handle(bus, delivery)
+                continue
+            settled = await self._settle_claim(bus, delivery, verdict)
+            if settled is _DONE:
+                done.append(delivery.event)  # type: ignore[arg-type]
+            if settled is not _DEFERRED:
+                acks.append(delivery)
+        if done or acks:
+            self._in_background(self._commit_then_ack(done, acks))
+
+    async def _handle(self, bus: str, delivery: Delivery) -> None:
+        """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
+        event = delivery.event
+        if event is None:
+            await self._dead_letter(delivery, bus, "decode", message=delivery.error or "undecodable")
+        elif self._elsewhere(event):
+            pass
+        elif not self._valid(event):
+            await self._dead_letter(delivery, bus, "validate", message=f"unknown event type {event.event_type!r}")
+        else:
+            assert self._dedup is not None
+            verdict = await self._dedup.claim(event, self._position(bus, delivery), content=self._content_dedup(event))
+            settled = await self._settle_claim(bus, delivery, verdict)
+            if settled is _DEFERRED:
+                return
+            if settled is _DONE:
+                await self._dedup.commit(event)
+        self._in_background(delivery.ack())
+
+    def _claimable(self, delivery: Delivery) -> bool:
+        """A first delivery of a valid event for this group: its dedup claim may join a batch.
+        Redeliveries go one at a time, so that a record whose handling kills the process is the
+        only one whose claim is taken over again (the crash count stays with it)."""
+        event = delivery.event
+        return delivery.attempt == 1 and event is not None and not self._elsewhere(event) and self._valid(event)
+
+    def _elsewhere(self, event: RouterEvent) -> bool:
+        """Addressed to another consumer group (a re-drive): acknowledged, not handled."""
+        return bool(event.target_group) and event.target_group != self.config.group
+
+    def _valid(self, event: RouterEvent) -> bool:
+        if not self.config.strict_validation or event.event_type in self._valid_types:
+            return True
+        try:
+            validate_event_type(event.event_type, strict=True)
+        except (UnknownEventTypeError, ValueError, TypeError):
+            return False
+        self._valid_types.add(event.event_type)  # known types only: bounded by the catalog
+        return True
+
+    def _content_dedup(self, event: RouterEvent) -> bool:
+        return not event.event_id.startswith(NO_CONTENT_DEDUP_PREFIX) and \
+            event.event_type not in self.config.dedup_exempt_types
+
+    @staticmethod
+    def _position(bus: str, delivery: Delivery) -> str:
+        return f"{bus}|{delivery.topic}|{delivery.partition}|{delivery.record_id}"
+
+    # -- verdicts, handlers, retries --------------------------------------------------------------
+
+    async def _settle_claim(self, bus: str, delivery: Delivery, verdict: Verdict) -> str:
+        """Act on a claim's verdict: _DONE (handlers ran and succeeded: the caller commits the mark and
+        acknowledges), _SETTLED (the caller acknowledges) or _DEFERRED (in retry, which does both)."""
+        c, event = self.config, delivery.event
+        assert event is not None and self._dedup is not None
+        if verdict is Verdict.NEW:
+            failures = await self._dispatch(bus, event)
+            if not failures:
+                return _DONE
+            if self.policy.max_attempts > 1:
+                await self._retries.submit(self._retry(bus, delivery, event, failures))
+                return _DEFERRED
+            await self._give_up_or_recover(bus, delivery, event, failures)
+            return _SETTLED
+        if verdict is Verdict.CRASHED:
+            await self._dead_letter(delivery, bus, "crash", attempts=c.max_deliveries + 1,
+                                    message=f"its handling ended its process {c.max_deliveries} times "
+                                    f"(max_deliveries={c.max_deliveries}); handlers not called again")
+            await self._dedup.fail(event)
+        else:
+            self._counts["duplicates_prevented" if verdict is Verdict.DUPLICATE_ID
+                         else "content_duplicates_prevented"] += 1
+            self._flow["deduplicated", bus, event.event_type] += 1
+        return _SETTLED
+
+    async def _dispatch(self, bus: str, event: RouterEvent) -> Failures | None:
+        """Each handler's first attempt, in order; the ones that failed, with their errors (None: none)."""
+        event.origin = ORIGIN[bus]
+        self._history.append(event)
+        self._flow["consumed", bus, event.event_type] += 1
+        clock, timed, failures = self._clocks[bus], observing(), None
+        token = set_current_event(event)
+        try:
+            for subscriber in self._subscribers_for(event.event_type):
+                started = time.perf_counter() if timed else 0.0
+                try:
+                    await clock.attempt(subscriber.handler, event, is_async=subscriber.is_async)
+                except Exception as exc:
+                    observe_attempt(event, subscriber.name, started, False)
+                    failures = failures or []
+                    failures.append((subscriber, exc))
+                else:
+                    observe_attempt(event, subscriber.name, started, True)
+        finally:
+            reset_current_event(token)
+        return failures
+
+    async def _retry(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
+        """In a Retries task: the failed handlers' remaining attempts, then the mark and the ack."""
+        try:
+            await self._give_up_or_recover(bus, delivery, event, failures)
+        except asyncio.CancelledError:  # stop(): the record was not acknowledged and comes back
+            if self._dedup is not None:
+                with contextlib.suppress(Exception):
+                    await self._dedup.release(event)
+            raise
+        self._in_background(delivery.ack())
+
+    async def _give_up_or_recover(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
+        """Retry each handler that failed its first attempt; dead-letter those that keep failing.
+        Settles the event's dedup mark: committed when all recovered, else failed."""
+        failed = False
+        for subscriber, first_failure in failures:
+            outcome = await retry_handler(subscriber.handler, event, self.policy, first_failure,
+                                          name=subscriber.name)
+            self._counts["handler_errors"] += outcome.failures
+            self._counts["handler_timeouts"] += outcome.timeouts
+            if not outcome.ok:
+                failed = True
+                await self._dead_letter(delivery, bus, "timeout" if outcome.timed_out else "handle",
+                                        exc=outcome.error, handler=outcome.handler, attempts=outcome.attempts,
+                                        first_failure_at=outcome.first_failure_at)
+        assert self._dedup is not None
+        await (self._dedup.fail(event) if failed else self._dedup.commit(event))
+
+    async def _dead_letter(self, delivery: Delivery, bus: str, stage: Stage, **details: Any) -> None:
+        assert self._dlq is not None
+        letter = dead_letter_for(delivery, stage=stage, bus=bus, group=self.config.group,
+                                 node_id=self.config.node_id, **details)
+        await self._dlq.put(letter)
+        self._counts["dead_lettered"] += 1
+        self._flow["dead_lettered", bus, delivery.event.event_type if delivery.event else "(undecodable)"] += 1
+        log.warning("dead letter %s: %s %s on %s (%s)", letter.dead_letter_id, stage,
+                    letter.handler or "", delivery, letter.message)
+
+    # -- settling in the background ---------------------------------------------------------------
+
+    async def _commit_then_ack(self, done: list[RouterEvent], acks: list[Delivery]) -> None:
+        """A batch's dedup commits, then its acks. If the commit fails, the records are not
+        acknowledged and come back (their claims are taken over, the handlers run again)."""
+        if done:
+            assert self._dedup is not None
+            await self._dedup.commit_many(done)
+        await ack_all(acks)
+
+    def _in_background(self, settling: Coroutine[Any, Any, None]) -> None:
+        """Commits and acks do not hold the consumer up; stop() waits for them."""
+        task = asyncio.create_task(settling)
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("commit or ack failed (the record will be delivered again): %s", task.exception())
