@@ -45,6 +45,7 @@ import brokers
 from brokers.base import Broker
 from brokers.dedup import connect_dedup
 from brokers.errors import BrokerError, BrokerUnavailable
+from coordination._deadlines import Deadlines
 from coordination._delivery_handling import NO_CONTENT_DEDUP_PREFIX, ORIGIN, DeliveryHandling
 from coordination._loop_bridge import LoopBridge
 from coordination.config import RouterConfig
@@ -88,6 +89,7 @@ class UnifiedEventRouter:
                                           counts=self._counts)
         self._spool: Spool | None = None
         self._in_process = c.redis_url.startswith("memory://")  # the local buses never block
+        self._deadlines = Deadlines(c.publish_retry_budget_s)
         self._drainer: SpoolDrainer | None = None
 
     # -- subscriptions ---------------------------------------------------------------------------
@@ -329,13 +331,12 @@ class UnifiedEventRouter:
     async def _publish_one(self, bus: str, topic: str, key: str | None, value: bytes) -> None:
         """One bus's write, bounded by the router's budget (a broker's own retries can outlast it by
         an attempt; an aiokafka send can outlast it altogether). In-process buses need no bound."""
-        if self._in_process and bus != "cross":
+        budget = self.config.publish_retry_budget_s
+        if budget <= 0 or (self._in_process and bus != "cross"):
             await self._broker_for(bus).publish_raw(topic, value, key)
             return
-        budget = self.config.publish_retry_budget_s
         try:
-            async with asyncio.timeout(budget or None):
-                await self._broker_for(bus).publish_raw(topic, value, key)
+            await self._deadlines.bound(self._broker_for(bus).publish_raw(topic, value, key))
         except TimeoutError:
             raise BrokerUnavailable(f"no acknowledgement from {topic!r} within {budget:g} s") from None
 
