@@ -174,8 +174,9 @@ class MemoryBroker(Broker):
                 pending.consumer, pending.since, pending.count = me, now, pending.count + 1
                 return seq
         if now >= state.next_claim_scan:  # not on every read: the scan is linear in the pending list
-            for seq, pending in state.pending.items():
-                if pending.consumer != me and now - pending.since >= claim_idle_s:
+            for seq, pending in state.pending.items():  # only a member that is gone leaves its records
+                if pending.consumer != me and pending.consumer not in state.members and \
+                        now - pending.since >= claim_idle_s:
                     pending.consumer, pending.since, pending.count = me, now, pending.count + 1
                     return seq
             state.next_claim_scan = now + min(claim_idle_s / 4, 0.25)

@@ -12,7 +12,8 @@ before the ack), and `close()` sends what is left. When a read comes back full, 
 at once, so it travels while the batch is handled. Streams are trimmed by approximate MAXLEN on
 every XADD (`stream_maxlen`).
 A member's unacknowledged entries are handed to another member by XAUTOCLAIM once idle for
-`claim_idle_ms`; a restarted member with the same name gets its own pending entries first.
+`claim_idle_ms` (a live member keeps those it is still handling: brokers/_redis_leases.py); a
+restarted member with the same name gets its own pending entries first.
 `Delivery.attempt` is the entry's delivery count from the pending list, so it survives process death.
 A group's lag and its rewind for replay live in brokers/_redis_admin.py.
 """
@@ -38,6 +39,7 @@ from brokers._coalesce import Coalescer
 from brokers._redis_admin import RedisGroupAdmin
 from brokers._redis_connection import connection_class
 from brokers._redis_errors import translate_redis_error
+from brokers._redis_leases import HeldEntries
 from brokers._retry import retry_within_budget
 from brokers.base import (
     Broker,
@@ -238,7 +240,10 @@ class RedisStreamsBroker(Broker):
         acker = self._acker(topic, group)
         nacked: deque[Delivery] = deque()
 
+        held = HeldEntries(self.client, topic, group, me, claim_idle_ms, self._call)
+
         async def settle(delivery: Delivery, ok: bool) -> None:
+            held.discard(delivery.record_id)
             if ok:  # sent in the background, coalesced with the acks of other deliveries (see the docstring)
                 acker.post(delivery.record_id)
             else:
@@ -247,10 +252,12 @@ class RedisStreamsBroker(Broker):
         history: str | None = "0"  # first this member's own pending entries (a restart with the same name)
         next_claim = 0.0
         ahead: asyncio.Future[Any] | None = None  # the next read of new entries, already on its way
+        keeper = asyncio.create_task(held.keep(), name=f"keep-{topic}")
         try:
             while True:
                 if nacked:
                     for delivery in await self._reclaim(topic, group, me, nacked, settle):
+                        held.add(delivery.record_id)
                         yield delivery
                     continue
                 if time.monotonic() >= next_claim:
@@ -258,6 +265,7 @@ class RedisStreamsBroker(Broker):
                     claimed = await self._autoclaim(topic, group, me, claim_idle_ms, batch_size)
                     if claimed:
                         for delivery in await self._deliveries(topic, group, me, claimed, settle, counted=True):
+                            held.add(delivery.record_id)
                             yield delivery
                         continue
                 if history is not None:
@@ -273,8 +281,10 @@ class RedisStreamsBroker(Broker):
                         if len(entries) == batch_size else None
                     counted = False
                 for delivery in await self._deliveries(topic, group, me, entries, settle, counted=counted):
+                    held.add(delivery.record_id)
                     yield delivery
         finally:
+            keeper.cancel()
             if ahead is not None:  # left to finish by itself (see above)
                 ahead.add_done_callback(_retrieve)
 
