@@ -19,27 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from brokers.base import Broker, Delivery, ack_all
 from brokers.dedup import DedupStore, Verdict
-from coordination._attempt_clock import AttemptClock
+from coordination._attempt_clock import AttemptClock, Failures
 from coordination._delivery_batches import delivery_batches
 from coordination._retries import Retries
 from coordination.config import RouterConfig
 from coordination.dlq import DeadLetterQueue, Stage, dead_letter_for
-from coordination.handlers import (
-    RetryPolicy,
-    Subscriber,
-    observe_attempt,
-    observing,
-    reset_current_event,
-    retry_handler,
-    set_current_event,
-)
+from coordination.handlers import RetryPolicy, Subscriber, retry_handler
 from schemas.envelope import EventSource, RouterEvent
 from schemas.events import UnknownEventTypeError, validate_event_type
 
@@ -52,7 +43,6 @@ _RETRY_LIMIT = 512  # events in retry at once per router; a consumer with more w
 # What became of a claimed delivery: handled, its dedup commit left to the batch (_DONE); settled, only
 # its ack is left (_SETTLED); in retry, which commits and acknowledges it when it ends (_DEFERRED).
 _DONE, _SETTLED, _DEFERRED = "done", "settled", "deferred"
-Failures = list[tuple[Subscriber, Exception]]
 
 
 class DeliveryHandling:
@@ -220,22 +210,7 @@ class DeliveryHandling:
         event.origin = ORIGIN[bus]
         self._history.append(event)
         self._flow["consumed", bus, event.event_type] += 1
-        clock, timed, failures = self._clocks[bus], observing(), None
-        token = set_current_event(event)
-        try:
-            for subscriber in self._subscribers_for(event.event_type):
-                started = time.perf_counter() if timed else 0.0
-                try:
-                    await clock.attempt(subscriber.handler, event, is_async=subscriber.is_async)
-                except Exception as exc:
-                    observe_attempt(event, subscriber.name, started, False)
-                    failures = failures or []
-                    failures.append((subscriber, exc))
-                else:
-                    observe_attempt(event, subscriber.name, started, True)
-        finally:
-            reset_current_event(token)
-        return failures
+        return await self._clocks[bus].first_attempts(self._subscribers_for(event.event_type), event)
 
     async def _retry(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
         """In a Retries task: the failed handlers' remaining attempts, then the mark and the ack."""

@@ -13,7 +13,7 @@ import time
 
 from coordination._attempt_clock import AttemptClock
 from coordination.event_router import RouterEvent, UnifiedEventRouter
-from coordination.handlers import HandlerTimeout
+from coordination.handlers import HandlerTimeout, Subscriber
 from tests.support import memory_router_config, until
 
 _DATA_ONLY = {"route_to_stage_bus": False, "route_to_cross_process": False}
@@ -118,38 +118,56 @@ async def test_consecutive_handlers_each_get_the_whole_timeout() -> None:
         await asyncio.sleep(0.2)
 
     event = RouterEvent.new("TRAINING_COMPLETED", {})
-    try:
-        for _ in range(4):  # 0.8 s in all: a single deadline for the four would cut the third
-            await clock.attempt(slow, event, is_async=True)
+    try:  # 0.8 s in all: a single deadline for the four would cut the third
+        assert await clock.first_attempts([Subscriber(slow) for _ in range(4)], event) is None
     finally:
         clock.close()
 
 
-async def test_an_attempt_over_its_limit_times_out_and_the_task_goes_on() -> None:
+async def test_an_attempt_over_its_limit_times_out_and_the_next_handler_runs() -> None:
     clock = AttemptClock(timeout_s=0.1)
+    ran: list[str] = []
 
     async def fast(event: RouterEvent) -> None:
         await asyncio.sleep(0.08)
+        ran.append("fast")
 
     async def hangs(event: RouterEvent) -> None:
         await asyncio.sleep(30)
 
-    event = RouterEvent.new("TRAINING_COMPLETED", {})
+    async def after(event: RouterEvent) -> None:
+        ran.append("after")
+
+    subscribers = [Subscriber(fast), Subscriber(hangs), Subscriber(after)]
     try:
-        await clock.attempt(fast, event, is_async=True)  # arms the timer at 0.1 s
         begun = time.monotonic()
-        try:
-            await clock.attempt(hangs, event, is_async=True)
-        except HandlerTimeout:
-            pass
-        else:
-            raise AssertionError("the hanging attempt was not timed out")
-        assert 0.09 <= time.monotonic() - begun < 1.0  # its own 0.1 s, not the first attempt's deadline
-        current = asyncio.current_task()
-        assert current is not None and current.cancelling() == 0  # the cancellation was taken back
-        await asyncio.sleep(0.01)  # and the task still runs
+        failures = await clock.first_attempts(subscribers, RouterEvent.new("TRAINING_COMPLETED", {}))
+        took = time.monotonic() - begun
     finally:
         clock.close()
+    assert failures is not None and [(s.handler, type(e)) for s, e in failures] == [(hangs, HandlerTimeout)]
+    assert ran == ["fast", "after"]
+    assert 0.17 <= took < 1.0  # hangs got its own 0.1 s, not what was left of fast's deadline
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0  # the cancellation was taken back
+
+
+async def test_a_handler_that_swallows_the_timeout_leaves_the_task_usable() -> None:
+    clock = AttemptClock(timeout_s=0.05)
+
+    async def stubborn(event: RouterEvent) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # a bad handler: it ignores the cancellation and returns
+
+    try:
+        await clock.first_attempts([Subscriber(stubborn)], RouterEvent.new("TRAINING_COMPLETED", {}))
+    finally:
+        clock.close()
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    await asyncio.sleep(0.01)  # not cancelled
 
 
 async def test_a_cancellation_from_outside_is_not_taken_for_a_timeout() -> None:
@@ -158,7 +176,7 @@ async def test_a_cancellation_from_outside_is_not_taken_for_a_timeout() -> None:
     async def hangs(event: RouterEvent) -> None:
         await asyncio.sleep(30)
 
-    task = asyncio.create_task(clock.attempt(hangs, RouterEvent.new("TRAINING_COMPLETED", {}), is_async=True))
+    task = asyncio.create_task(clock.first_attempts([Subscriber(hangs)], RouterEvent.new("TRAINING_COMPLETED", {})))
     await asyncio.sleep(0.05)
     task.cancel()
     try:
