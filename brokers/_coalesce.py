@@ -50,20 +50,25 @@ class Coalescer(Generic[T, R]):
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
     async def drained(self, timeout_s: float) -> None:
-        """Wait until what is queued has been flushed; after `timeout_s` the flush is cancelled."""
+        """Wait until what is queued has been flushed; after `timeout_s` the flush is cancelled and
+        everything still queued fails (its waiters hear of it, posted items go to `on_error`)."""
         drainer = self._drainer
         if drainer is None:
             return
         _, pending = await asyncio.wait([drainer], timeout=timeout_s)
         for task in pending:
             task.cancel()
-            if self._drainer is task:
-                self._drainer = None
+        if pending:
+            await asyncio.wait(pending)  # the cancelled flush has let go of its connection
 
     async def _drain(self) -> None:
         try:
             while self._queue:
                 await self._flush_some()
+        except BaseException:  # cancelled: what is still queued will not be flushed by this drainer
+            left, self._queue = self._queue, []
+            self._fail(left, self._abort_error)
+            raise
         finally:
             if self._drainer is asyncio.current_task():
                 self._drainer = None

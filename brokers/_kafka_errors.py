@@ -8,6 +8,7 @@ authentication failure, which aiokafka reports as a plain connection error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import Any
 
@@ -103,3 +104,8 @@ async def stop_client(client: Any) -> None:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
+        # the fetcher's error cut stop() short before it closed the connections: close them here
+        inner = getattr(client, "_client", None)
+        if inner is not None:
+            with contextlib.suppress(Exception):
+                await inner.close()

@@ -3,13 +3,14 @@
 XAUTOCLAIM hands an entry to another member once it has been pending `claim_idle_ms` without being
 touched: that is how the entries of a member that died come back. A live member whose handler runs
 longer than that (or whose record waits out its retries) would lose the entry to another member,
-which would handle it a second time, concurrently. So each consume() keeps a list of what it
-delivered and has not settled, and a task re-claims the older ones for itself every third of
-`claim_idle_ms` (XCLAIM ... JUSTID: the delivery count stays; only entries it still owns). A member
-whose event loop is stuck cannot do that, and its entries go to another member as before.
+which would handle it a second time, concurrently. So each consume() keeps a list of what it has
+read (from the moment Redis hands it over) and not settled, and a task re-claims the older ones
+for itself every third of `claim_idle_ms` (XCLAIM ... JUSTID: the delivery count stays; only entries
+it still owns). A member whose event loop is stuck cannot do that, and its entries go to another
+member as before. A delivery must therefore be settled (ack or nack) for its member to let it go.
 
     held = HeldEntries(client, topic, group, me, claim_idle_ms, call)
-    held.add(delivery.record_id) / held.discard(delivery.record_id)
+    held.add_all(ids_just_read) / held.discard(delivery.record_id)
     task = asyncio.create_task(held.keep())          # until cancelled
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,8 +54,10 @@ class HeldEntries:
         self._call = call
         self._since: dict[str, float] = {}  # record id -> when it was delivered or last kept
 
-    def add(self, record_id: str) -> None:
-        self._since[record_id] = time.monotonic()
+    def add_all(self, record_ids: Iterable[str]) -> None:
+        now = time.monotonic()
+        for record_id in record_ids:
+            self._since[record_id] = now
 
     def discard(self, record_id: str) -> None:
         self._since.pop(record_id, None)

@@ -30,6 +30,7 @@ from brokers._kafka_errors import CLIENT_ERRORS, SIZE_ERRORS, probe_auth, stop_c
 from brokers._kafka_group import GroupMember, key_str
 from brokers._kafka_read import MergedRange, parse_id, position_reader
 from brokers._retry import retry_within_budget
+from brokers.attempts import AttemptStore
 from brokers.base import (
     Broker,
     Capabilities,
@@ -65,7 +66,7 @@ class KafkaBroker(Broker):
         if s.security_protocol.startswith("SASL") and s.sasl_mechanism not in _MECHANISMS:
             raise ConfigurationError(f"sasl_mechanism {s.sasl_mechanism!r}: use one of {_MECHANISMS}")
         store = s.attempt_store
-        if store is not None and not all(hasattr(store, name) for name in ("count", "clear_many", "forget")):
+        if store is not None and not isinstance(store, AttemptStore):
             raise ConfigurationError("attempt_store must implement brokers.attempts.AttemptStore")
         self.capabilities = Capabilities(persistent=True, partitions=True, attempt_counts=store is not None)
         self._producer: AIOKafkaProducer | None = None

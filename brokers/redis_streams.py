@@ -135,8 +135,7 @@ class RedisStreamsBroker(Broker):
         self._client = client
 
     async def close(self) -> None:
-        for acker in list(self._ackers.values()):
-            await acker.drained(_ACK_DRAIN_S)
+        await asyncio.gather(*(acker.drained(_ACK_DRAIN_S) for acker in list(self._ackers.values())))
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -242,6 +241,13 @@ class RedisStreamsBroker(Broker):
 
         held = HeldEntries(self.client, topic, group, me, claim_idle_ms, self._call)
 
+        async def read(after: str) -> list[Any]:
+            # held from the moment Redis hands them over: their idle time runs from there, also
+            # while they wait in a read ahead or behind earlier deliveries
+            entries = await self._read(topic, group, me, after, batch_size)
+            held.add_all(entry_id.decode() for entry_id, fields in entries if fields is not None)
+            return entries
+
         async def settle(delivery: Delivery, ok: bool) -> None:
             held.discard(delivery.record_id)
             if ok:  # sent in the background, coalesced with the acks of other deliveries (see the docstring)
@@ -256,32 +262,32 @@ class RedisStreamsBroker(Broker):
         try:
             while True:
                 if nacked:
-                    for delivery in await self._reclaim(topic, group, me, nacked, settle):
-                        held.add(delivery.record_id)
+                    redelivered = await self._reclaim(topic, group, me, nacked, settle)
+                    held.add_all(d.record_id for d in redelivered)
+                    for delivery in redelivered:
                         yield delivery
                     continue
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + max(claim_idle_ms / 2000, 0.05)
                     claimed = await self._autoclaim(topic, group, me, claim_idle_ms, batch_size)
                     if claimed:
-                        for delivery in await self._deliveries(topic, group, me, claimed, settle, counted=True):
-                            held.add(delivery.record_id)
+                        taken = await self._deliveries(topic, group, me, claimed, settle, counted=True)
+                        held.add_all(d.record_id for d in taken)
+                        for delivery in taken:
                             yield delivery
                         continue
                 if history is not None:
-                    entries = await self._read(topic, group, me, history, batch_size)
+                    entries = await read(history)
                     history = entries[-1][0].decode() if len(entries) == batch_size else None
                     counted = True
                 else:
                     # An abandoned read (the consumer was stopped) ends by itself after block_ms; whatever
                     # it fetched stays pending for this member and is delivered again or claimed later.
-                    entries = await (ahead or self._read(topic, group, me, ">", batch_size))
+                    entries = await (ahead or read(">"))
                     # A full batch: more is probably waiting; read it while this one is handled.
-                    ahead = asyncio.ensure_future(self._read(topic, group, me, ">", batch_size)) \
-                        if len(entries) == batch_size else None
+                    ahead = asyncio.ensure_future(read(">")) if len(entries) == batch_size else None
                     counted = False
                 for delivery in await self._deliveries(topic, group, me, entries, settle, counted=counted):
-                    held.add(delivery.record_id)
                     yield delivery
         finally:
             keeper.cancel()

@@ -5,9 +5,9 @@
     await handling.consume("data", broker, topic)       # one task per bus, until cancelled
     await handling.stop()                                # retries released, pending settles awaited
 
-Every delivery goes: decode -> strict validation -> dedup claim -> handlers (first attempts, timed by
-one AttemptClock per bus) -> dedup settle -> ack. A batch's claims travel in one round trip, its
-commits and acks together after it, off the consumer's path (never an ack before its mark: if the
+Every delivery goes: decode -> strict validation -> dedup claim -> handlers (first attempts, one
+timer for all of them: handlers.first_attempts) -> dedup settle -> ack. A batch's claims travel in
+one round trip, its commits and acks together after it, off the consumer's path (never an ack before its mark: if the
 process dies in between, the record comes back and is dropped as a duplicate, or handled again when
 its mark never landed). A handler that fails its first attempt is retried beside the stream
 (coordination._retries): the events behind it go on; its record is acknowledged when the retries end,
@@ -25,12 +25,12 @@ from typing import Any
 
 from brokers.base import Broker, Delivery, ack_all
 from brokers.dedup import DedupStore, Verdict
-from coordination._attempt_clock import AttemptClock, Failures
+from coordination._deadlines import Deadlines
 from coordination._delivery_batches import delivery_batches
 from coordination._retries import Retries
 from coordination.config import RouterConfig
 from coordination.dlq import DeadLetterQueue, Stage, dead_letter_for
-from coordination.handlers import RetryPolicy, Subscriber, retry_handler
+from coordination.handlers import Failures, RetryPolicy, Subscriber, first_attempts, retry_handler
 from schemas.envelope import EventSource, RouterEvent
 from schemas.events import UnknownEventTypeError, validate_event_type
 
@@ -55,7 +55,7 @@ class DeliveryHandling:
         self._history, self._flow, self._counts = history, flow, counts
         self._dedup: DedupStore | None = None
         self._dlq: DeadLetterQueue | None = None
-        self._clocks: dict[str, AttemptClock] = {}  # per bus: its consumer task's handler timeouts
+        self._attempts = Deadlines(config.handler_timeout_s)  # every consumer's handler attempts, one timer
         self._retries = Retries(_RETRY_LIMIT)
         self._settling: set[asyncio.Task[None]] = set()
         self._valid_types: set[str] = set()
@@ -74,29 +74,25 @@ class DeliveryHandling:
     async def consume(self, bus: str, broker: Broker, topic: str) -> None:
         c = self.config
         me = asyncio.current_task()
-        self._clocks[bus] = AttemptClock(c.handler_timeout_s)
-        try:
-            # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
-            while me is None or not me.cancelling():
-                try:
-                    # reads of a few batches at once: fewer round trips to the broker (and to the Kafka
-                    # bus's attempt store) per record, while the batches are handled one at a time
-                    deliveries = broker.consume(topic, c.group, c.consumer, start=c.start_position,
-                                                claim_idle_ms=c.claim_idle_ms, batch_size=4 * c.consume_batch)
-                    async with contextlib.aclosing(delivery_batches(deliveries, c.consume_batch)) as batches:
-                        async for batch in batches:
-                            await self._handle_batch(bus, batch)
-                            if me is not None and me.cancelling():
-                                return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    if me is not None and me.cancelling():
-                        return
-                    log.exception("router consumer of %s (%s) failed; restarting in 1 s", topic, bus)
-                    await asyncio.sleep(1.0)
-        finally:
-            self._clocks.pop(bus).close()
+        # The cancelling() checks: a cancellation swallowed somewhere below must still end the loop.
+        while me is None or not me.cancelling():
+            try:
+                # reads of a few batches at once: fewer round trips to the broker (and to the Kafka
+                # bus's attempt store) per record, while the batches are handled one at a time
+                deliveries = broker.consume(topic, c.group, c.consumer, start=c.start_position,
+                                            claim_idle_ms=c.claim_idle_ms, batch_size=4 * c.consume_batch)
+                async with contextlib.aclosing(delivery_batches(deliveries, c.consume_batch)) as batches:
+                    async for batch in batches:
+                        await self._handle_batch(bus, batch)
+                        if me is not None and me.cancelling():
+                            return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if me is not None and me.cancelling():
+                    return
+                log.exception("router consumer of %s (%s) failed; restarting in 1 s", topic, bus)
+                await asyncio.sleep(1.0)
 
     # -- one batch, one delivery ------------------------------------------------------------------
 
@@ -147,7 +143,7 @@ class DeliveryHandling:
                 return
             if settled is _DONE:
                 await self._dedup.commit(event)
-        self._in_background(delivery.ack())
+        await delivery.ack()  # no backend's ack waits for a round trip
 
     def _claimable(self, delivery: Delivery) -> bool:
         """A first delivery of a valid event for this group: its dedup claim may join a batch.
@@ -210,7 +206,7 @@ class DeliveryHandling:
         event.origin = ORIGIN[bus]
         self._history.append(event)
         self._flow["consumed", bus, event.event_type] += 1
-        return await self._clocks[bus].first_attempts(self._subscribers_for(event.event_type), event)
+        return await first_attempts(self._subscribers_for(event.event_type), event, self._attempts)
 
     async def _retry(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
         """In a Retries task: the failed handlers' remaining attempts, then the mark and the ack."""
@@ -221,7 +217,10 @@ class DeliveryHandling:
                 with contextlib.suppress(Exception):
                     await self._dedup.release(event)
             raise
-        self._in_background(delivery.ack())
+        except Exception:  # the dedup store or the DLQ failed: let the record go, it comes back
+            await delivery.nack()
+            raise
+        await delivery.ack()
 
     async def _give_up_or_recover(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
         """Retry each handler that failed its first attempt; dead-letter those that keep failing.
@@ -245,7 +244,6 @@ class DeliveryHandling:
         letter = dead_letter_for(delivery, stage=stage, bus=bus, group=self.config.group,
                                  node_id=self.config.node_id, **details)
         await self._dlq.put(letter)
-        self._counts["dead_lettered"] += 1
         self._flow["dead_lettered", bus, delivery.event.event_type if delivery.event else "(undecodable)"] += 1
         log.warning("dead letter %s: %s %s on %s (%s)", letter.dead_letter_id, stage,
                     letter.handler or "", delivery, letter.message)
@@ -253,11 +251,17 @@ class DeliveryHandling:
     # -- settling in the background ---------------------------------------------------------------
 
     async def _commit_then_ack(self, done: list[RouterEvent], acks: list[Delivery]) -> None:
-        """A batch's dedup commits, then its acks. If the commit fails, the records are not
-        acknowledged and come back (their claims are taken over, the handlers run again)."""
+        """A batch's dedup commits, then its acks. If the commit fails, the handled records are let go
+        unacknowledged (nack): they come back, their claims are taken over, the handlers run again."""
         if done:
             assert self._dedup is not None
-            await self._dedup.commit_many(done)
+            try:
+                await self._dedup.commit_many(done)
+            except Exception:
+                uncommitted = {id(event) for event in done}
+                for delivery in acks:
+                    await (delivery.nack() if id(delivery.event) in uncommitted else delivery.ack())
+                raise
         await ack_all(acks)
 
     def _in_background(self, settling: Coroutine[Any, Any, None]) -> None:

@@ -34,9 +34,6 @@ class Retries:
         self.limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def submit(self, retry: Coroutine[Any, Any, None]) -> None:
         while len(self._tasks) >= self.limit:
             await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)

@@ -83,12 +83,10 @@ class UnifiedEventRouter:
         self._subscribers: dict[str, tuple[Subscriber, ...]] = {}  # event type -> who runs, in order
         # (published | consumed | deduplicated | dead_lettered, bus, event type) -> count
         self._flow: Counter[tuple[str, str, str]] = Counter()
-        self._published: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._handling = DeliveryHandling(c, self._subscribers_for, history=self._event_history, flow=self._flow,
                                           counts=self._counts)
         self._spool: Spool | None = None
-        self._in_process = c.redis_url.startswith("memory://")  # the local buses never block
         self._deadlines = Deadlines(c.publish_retry_budget_s)
         self._drainer: SpoolDrainer | None = None
 
@@ -330,9 +328,9 @@ class UnifiedEventRouter:
 
     async def _publish_one(self, bus: str, topic: str, key: str | None, value: bytes) -> None:
         """One bus's write, bounded by the router's budget (a broker's own retries can outlast it by
-        an attempt; an aiokafka send can outlast it altogether). In-process buses need no bound."""
+        an attempt; an aiokafka send can outlast it altogether)."""
         budget = self.config.publish_retry_budget_s
-        if budget <= 0 or (self._in_process and bus != "cross"):
+        if budget <= 0:
             await self._broker_for(bus).publish_raw(topic, value, key)
             return
         try:
@@ -343,18 +341,6 @@ class UnifiedEventRouter:
     async def _send(self, event: RouterEvent, routes: tuple[bool, bool, bool], key: str | None) -> None:
         spool = self._open_spool()
         targets = self._targets(event, routes, key)
-        if spool is None and len(targets) == 1 and self._local is not None:  # the common case, shortest
-            bus, topic, part_key = targets[0]
-            try:
-                await self._publish_one(bus, topic, part_key, encode(event))
-            except BrokerError as exc:
-                if not exc.retriable:
-                    raise
-                raise BrokerUnavailable(f"publish of {event.event_type} {event.event_id} failed: the {bus} bus is "
-                                        f"unavailable ({exc})") from exc
-            self._published[bus] += 1
-            self._flow["published", bus, event.event_type] += 1
-            return
         # a bus with records waiting in the spool gets this one behind them (order per bus)
         direct = [t for t in targets if spool is None or not spool.depth(t[0])]
         failed: dict[str, BaseException] = {}
@@ -378,7 +364,6 @@ class UnifiedEventRouter:
             if isinstance(result, BaseException):
                 failed[bus] = result
             else:
-                self._published[bus] += 1
                 self._flow["published", bus, event.event_type] += 1
         for exc in failed.values():
             if not isinstance(exc, BrokerError) or not exc.retriable:
@@ -435,7 +420,7 @@ class UnifiedEventRouter:
             message=f"spooled publish refused by the broker: {exc}", attempts=1,
             first_failure_at=record.spooled_at, last_failure_at=time.time(), node_id=self.config.node_id)
         await self.dlq.put(letter)
-        self._counts["dead_lettered"] += 1
+        self._flow["dead_lettered", record.bus, event.event_type if event else "(undecodable)"] += 1
 
     # -- observability ----------------------------------------------------------------------------
 
@@ -443,10 +428,16 @@ class UnifiedEventRouter:
         dup, content = self._counts["duplicates_prevented"], self._counts["content_duplicates_prevented"]
         routed: Counter[str] = Counter()
         by_source: Counter[str] = Counter()
-        for (what, bus, event_type), count in self._flow.items():
+        published: Counter[str] = Counter()
+        dead_lettered = 0
+        for (what, bus, event_type), count in self._flow.items():  # the counts below derive from the flow
             if what == "consumed":
                 routed[event_type] += count
                 by_source[ORIGIN[bus].value] += count
+            elif what == "published":
+                published[bus] += count
+            elif what == "dead_lettered":
+                dead_lettered += count
         return {
             "events_routed": dict(routed), "total_events_routed": sum(routed.values()),
             "events_by_source": dict(by_source), "duplicates_prevented": dup,
@@ -454,7 +445,7 @@ class UnifiedEventRouter:
                      for (what, bus, event_type), count in sorted(self._flow.items())],
             "content_duplicates_prevented": content, "total_duplicates_prevented": dup + content,
             "handler_errors": self._counts["handler_errors"], "handler_timeouts": self._counts["handler_timeouts"],
-            "dead_lettered": self._counts["dead_lettered"], "published": dict(self._published),
+            "dead_lettered": dead_lettered, "published": dict(published),
             "spooled": self._counts["spooled"], "spool_depth": self._spool_depth(),
             "spool_drained": self._counts["spool_drained"] + (self._drainer.drained if self._drainer else 0),
             "subscriber_count": sum(len(h) for h in self._typed.values()),

@@ -4,8 +4,11 @@
     outcome.ok / outcome.timed_out / outcome.error / outcome.attempts
     outcome = await retry_handler(handler, event, policy, first_failure)   # after a failed first attempt
 
-The router runs first attempts itself (coordination._attempt_clock, one timer per consumer, with
-`Subscriber`s worked out at subscribe time) and hands a failure to `retry_handler`, off its path.
+    failures = await first_attempts(subscribers, event, deadlines)     # the router's consumers
+
+The router's consumers run an event's first attempts with `first_attempts` (one timer for all their
+attempts, coordination._deadlines; `Subscriber`s worked out at subscribe time) and hand a failure
+to `retry_handler`, off their path.
 
 A sync handler runs in a worker thread (`asyncio.to_thread`, so it never blocks the loop); an async
 one is awaited. Each attempt runs under `asyncio.timeout(policy.timeout_s)`. A failed or timed-out
@@ -25,17 +28,18 @@ import contextvars
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from coordination._deadlines import Deadlines
 from schemas.envelope import RouterEvent
 
-__all__ = ["Handler", "HandlerObserver", "HandlerOutcome", "HandlerTimeout", "RetryPolicy", "Subscriber",
-           "add_handler_observer", "current_event", "handler_name", "observe_attempt", "observing",
-           "remove_handler_observer", "reset_current_event", "retry_handler", "run_handler", "set_current_event"]
+__all__ = ["Failures", "Handler", "HandlerObserver", "HandlerOutcome", "HandlerTimeout", "RetryPolicy", "Subscriber",
+           "add_handler_observer", "current_event", "first_attempts", "handler_name", "remove_handler_observer",
+           "retry_handler", "run_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +95,6 @@ class Subscriber:
         self.handler = handler
         self.is_async = _is_async(handler)
         self.name = handler_name(handler)
-
-
-def observing() -> bool:
-    """True when an observer wants handler timings (else a caller need not read the clock)."""
-    return bool(_observers)
-
-
-def observe_attempt(event: RouterEvent, handler: str, started: float, ok: bool) -> None:
-    """Tell the observers of an attempt that began at `started` (perf_counter; 0.0: do nothing)."""
-    _observe(event, handler, started, ok)
-
-
-def set_current_event(event: RouterEvent | None) -> contextvars.Token[RouterEvent | None]:
-    """Make `event` what current_event() returns in this context; reset with `_current.reset`."""
-    return _current.set(event)
-
-
-def reset_current_event(token: contextvars.Token[RouterEvent | None]) -> None:
-    _current.reset(token)
 
 
 class HandlerTimeout(TimeoutError):
@@ -173,6 +158,50 @@ async def _attempt(handler: Handler, event: RouterEvent, timeout_s: float) -> No
         raise
     finally:
         _current.reset(token)
+
+
+Failures = list[tuple[Subscriber, Exception]]
+
+
+async def first_attempts(subscribers: Sequence[Subscriber], event: RouterEvent,
+                         deadlines: Deadlines) -> Failures | None:
+    """Each subscriber's first attempt on `event`, in order, each bounded by `deadlines` (whose budget
+    is the handler timeout); the ones that failed, with their errors (None: none failed). The router's
+    consumers run events through this: no coroutine layer, timer or outcome per handler, so an extra
+    handler costs little more than its call. An attempt over the budget fails with HandlerTimeout."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling, timed, failures = task.cancelling(), bool(_observers), None
+    token = _current.set(event)
+    try:
+        for subscriber in subscribers:
+            started = time.perf_counter() if timed else 0.0
+            deadlines.start(task, loop)
+            try:
+                if subscriber.is_async:
+                    await subscriber.handler(event)  # type: ignore[misc]
+                else:  # to_thread copies the context: the thread sees current_event() too
+                    result = await asyncio.to_thread(subscriber.handler, event)
+                    if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+                        await result
+            except asyncio.CancelledError:
+                if not deadlines.timed_out(task, cancelling):
+                    raise
+                error: Exception = HandlerTimeout(f"handler ran longer than {deadlines.budget_s:g} s")
+            except Exception as exc:
+                error = exc
+            else:
+                _observe(event, subscriber.name, started, True)
+                continue
+            finally:
+                deadlines.stop(task)
+            _observe(event, subscriber.name, started, False)
+            failures = failures or []
+            failures.append((subscriber, error))
+    finally:
+        _current.reset(token)
+    return failures
 
 
 async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy) -> HandlerOutcome:

@@ -97,8 +97,9 @@ def make_broker(kind: str, **options: object) -> Broker:
 
 
 async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0,
-                what: str = "condition") -> None:
-    """Wait until `predicate()` (plain or async) holds; fail the test after `timeout` seconds."""
+                what: str = "condition", interval: float = 0.01) -> None:
+    """Wait until `predicate()` (plain or async) holds, asking every `interval` seconds (a predicate
+    that reads a broker wants more than the default); fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -107,4 +108,4 @@ async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float 
         if result:
             return
         assert time.monotonic() < deadline, f"{what} not met within {timeout:g} s"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(interval)

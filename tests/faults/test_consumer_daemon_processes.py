@@ -67,7 +67,7 @@ async def test_two_processes_share_a_consumer_daemon_and_a_killed_one_hands_over
         async def both_working() -> bool:
             members = {value.split("|")[0] for value in (await redis.hgetall(rows)).values()}
             return len(members) == 2 and await redis.hlen(rows) >= 150
-        await until(both_working, 60, "both daemon processes handling events")
+        await until(both_working, 60, "both daemon processes handling events", interval=0.05)
         victim, survivor = workers
         await victim.kill()  # SIGKILL: no stop(), no final commit
         assert victim.process.returncode == -signal.SIGKILL
@@ -76,7 +76,7 @@ async def test_two_processes_share_a_consumer_daemon_and_a_killed_one_hands_over
 
         async def all_handled() -> bool:
             return await redis.hlen(rows) >= count
-        await until(all_handled, 90, f"{count} ledger rows after the kill")
+        await until(all_handled, 90, f"{count} ledger rows after the kill", interval=0.05)
         await asyncio.sleep(0.5)  # a late extra handler run would show up here
         await survivor.stop()
 

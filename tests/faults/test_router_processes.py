@@ -196,7 +196,7 @@ async def test_a_publisher_process_reaches_another_process_once_per_event(
         stats = await worker_stats(ledger_redis, ledger)
         return stats.get("duplicates_prevented") == (BUSES - 1) * count and \
             await ledger_redis.hlen(f"{ledger}:rows") >= count
-    await until(every_copy_seen, 60, "every copy of every event at the subscriber")
+    await until(every_copy_seen, 60, "every copy of every event at the subscriber", interval=0.05)
     await asyncio.sleep(0.5)  # a late extra handler run would show up here
     await subscriber.stop()
 
@@ -232,7 +232,7 @@ async def test_cross_process_events_reach_the_other_node_and_data_bus_events_do_
     async def arrived() -> bool:
         return await ledger_redis.hlen(f"{ledger_1}:rows") == 2 and \
             await ledger_redis.hlen(f"{ledger_2}:rows") >= 1
-    await until(arrived, 60, "both events on node 1 and the cross-process one on node 2")
+    await until(arrived, 60, "both events on node 1 and the cross-process one on node 2", interval=0.05)
     await asyncio.sleep(1.0)  # time for a stray copy (or the data-bus-only event) to reach node 2
     for worker in (node_1, node_2):
         await worker.stop()
@@ -272,7 +272,7 @@ async def test_a_subscriber_killed_mid_stream_and_restarted_leaves_every_side_ef
 
     async def some_handled() -> bool:
         return await ledger_redis.hlen(rows) >= 250
-    await until(some_handled, 60, "250 events handled before the kill")
+    await until(some_handled, 60, "250 events handled before the kill", interval=0.05)
     await first.kill()  # SIGKILL: no stop(), no final ack or commit
     at_kill = await ledger_redis.hlen(rows)
     assert first.process.returncode == -signal.SIGKILL
@@ -282,7 +282,7 @@ async def test_a_subscriber_killed_mid_stream_and_restarted_leaves_every_side_ef
 
     async def all_handled() -> bool:
         return await ledger_redis.hlen(rows) >= count
-    await until(all_handled, 90, f"{count} ledger rows after the restart")
+    await until(all_handled, 90, f"{count} ledger rows after the restart", interval=0.05)
     sent, _ = await publisher
     await asyncio.sleep(0.5)  # a late extra handler run would show up here
     await second.stop()

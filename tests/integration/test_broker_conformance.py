@@ -140,6 +140,25 @@ async def test_a_dead_members_unacked_deliveries_go_to_another_member(broker: Br
     assert all(d.attempt >= 2 for d in got), [d.attempt for d in got]
 
 
+async def test_a_live_member_keeps_what_it_is_still_handling(broker: Broker) -> None:
+    """A member that holds a delivery longer than claim_idle_ms (a long handler) but is alive keeps
+    it: another member does not take it over and handle it a second time."""
+    topic, group = unique("conf"), unique("g")
+    await broker.ensure_topic(topic)
+    await broker.publish(topic, _event(1))
+    holder = broker.consume(topic, group, "member-a", start="earliest", claim_idle_ms=300)
+    try:
+        async with asyncio.timeout(20):
+            held = await anext(holder)  # and handled slowly: neither acked nor nacked for a while
+        other: list[Delivery] = []
+        async with _member(broker, topic, group, other, consumer="member-b", claim_idle_ms=300):
+            await asyncio.sleep(1.5)  # five times claim_idle_ms
+        assert other == [], f"taken over from a live member: {other}"
+        await held.ack()
+    finally:
+        await holder.aclose()
+
+
 async def test_nack_redelivers_with_a_higher_attempt(broker: Broker) -> None:
     topic = unique("conf")
     await broker.ensure_topic(topic)

