@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,6 +34,7 @@ __all__ = [
     "delete_redis",
     "delete_topics",
     "faststream_missing",
+    "fill_redis",
     "fs_kafka",
     "fs_redis",
     "kafka_producer",
@@ -138,6 +141,37 @@ async def delete_redis(url: str, *patterns: str) -> None:
                 await client.unlink(*batch)
     finally:
         await client.aclose()
+
+
+async def fill_redis(url: str, stream: str, values: Iterable[bytes], faststream: bool = False,
+                     chunk: int = 2000) -> None:
+    """Append `values` to `stream` in pipelines of `chunk`: raw XADDs of `{"event": value}`, or FastStream's
+    publish (its own record format, for a FastStream subscriber) when `faststream`."""
+    if faststream:
+        broker = fs_redis(url)
+        await broker.connect()
+        for batch in _chunks(values, chunk):
+            async with broker._connection.pipeline(transaction=False) as pipe:
+                for value in batch:
+                    await broker.publish(value, stream=stream, pipeline=pipe)
+                await pipe.execute()
+        await broker.stop()
+        return
+    client = redis_client(url)
+    try:
+        for batch in _chunks(values, chunk):
+            pipe = client.pipeline(transaction=False)
+            for value in batch:
+                pipe.xadd(stream, {b"event": value})
+            await pipe.execute()
+    finally:
+        await client.aclose()
+
+
+def _chunks(values: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    it = iter(values)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def router_config(redis_url: str, kafka_bootstrap: str | None, namespace: str, node_id: str,

@@ -31,7 +31,8 @@ class Settings:
     router_path_events: int  # W4 events per repetition
     fanout_events: int  # W5 records in the backlog each of the 4 groups reads
     fanout_handlers: tuple[int, ...]  # W5 handler counts for our router
-    failure_events: int  # W6 records per run (1 % of them fail every attempt)
+    failure_events: int  # W6 records per run of our router (1 % of them fail every attempt)
+    by_hand_events: int  # W6 records per run of the retry loops by hand (raw, FastStream: each failure sleeps)
     idle_s: float  # W7 idle measurement
     soak_s: float  # W7 run under load
     soak_rate: int  # W7 events/s
@@ -49,11 +50,11 @@ class Settings:
         }
         if quick:
             return cls(**common, reps=1, warmup_s=0.2, window_s=0.5, backlog=40_000, latency_s=1.5,
-                       router_path_events=5_000, fanout_events=600, failure_events=200, idle_s=4.0,
-                       soak_s=10.0, child_timeout_s=90.0)
+                       router_path_events=5_000, fanout_events=20_000, failure_events=4_000, by_hand_events=200,
+                       idle_s=4.0, soak_s=10.0, child_timeout_s=90.0)
         return cls(**common, reps=3, warmup_s=0.3, window_s=0.8, backlog=120_000, latency_s=5.0,
-                   router_path_events=30_000, fanout_events=3_000, failure_events=2_000, idle_s=10.0,
-                   soak_s=600.0, child_timeout_s=180.0)
+                   router_path_events=30_000, fanout_events=60_000, failure_events=40_000, by_hand_events=2_000,
+                   idle_s=10.0, soak_s=600.0, child_timeout_s=180.0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -49,12 +49,15 @@ class Samples:
 
     def rows(self, workload: str, cell: str, mode: str, targets: tuple[float | None, float | None] = (None, None),
              missing: dict[str, str] | None = None) -> list[Row]:
-        """One row per contender; ours compared with raw (target targets[0]) and FastStream (targets[1])."""
+        """One row per contender; ours compared with raw (target targets[0]) and FastStream (targets[1]).
+        A reference contender with no figure and no error (it did not run) gets no row."""
         raw = next((self.summary(c.who, mode)[0] for c in self.contenders if c.role == RAW), None)
         fast = next((self.summary(c.who, mode)[0] for c in self.contenders if c.role == FASTSTREAM), None)
         rows = []
         for c in self.contenders:
             rate, cpu = self.summary(c.who, mode)
+            if c.role == "reference" and rate is None and c.who not in self.errors:
+                continue
             row = Row(workload, cell, c.label, c.role, value=rate, cpu_per_100k=cpu,
                       data={"samples": [s.as_dict() for s in self.by.get((c.who, mode), [])]})
             if c.who in self.errors:

@@ -63,10 +63,12 @@ def run(ctx: Context) -> list[Row]:
                     p = result["latency_ms"]
                     row.text = f"p50 {p['p50']:.2f} / p99 {p['p99']:.2f} / p99.9 {p['p99.9']:.2f} ms"
                     row.cpu_per_100k = Summary.of([result["consumer_cpu_s_per_100k"]])
+                    notes = [f"{failed} sends failed"] if (failed := result["producer"]["failed"]) else []
                     if result["lost"]:
-                        row.note = f"{result['lost']} of {result['expected']} events never arrived"
+                        notes.append(f"{result['lost']} of {result['expected']} events never arrived")
                     elif result["handled_per_s"] < 0.95 * rate:
-                        row.note = f"overloaded: handles {result['handled_per_s']:,.0f}/s"
+                        notes.append(f"overloaded: handles {result['handled_per_s']:,.0f}/s")
+                    row.note = "; ".join(notes)
                     if role == "ours":
                         row.checks = latency_checks(backend, p, found.get("raw"), found.get("faststream"))
                 elif who in errors:

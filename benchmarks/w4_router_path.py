@@ -34,8 +34,7 @@ def run(ctx: Context) -> list[Row]:
     ctx.progress("W4 router path (memory broker)")
     n = ctx.settings.router_path_events
     samples = collect(ctx, CONTENDERS, lambda who: ctx.spec("W4", who=who, events=n))
-    rows = [row for row in samples.rows("W4", "publish -> handler, one process", "path")
-            if not (row.role == "reference" and row.value is None and not row.error)]
+    rows = samples.rows("W4", "publish -> handler, one process", "path")
     for row in rows:
         if row.role == "ours" and row.value is not None and row.cpu_per_100k is not None:
             us = row.cpu_per_100k.median * 10  # s per 100k events -> µs per event

@@ -144,13 +144,16 @@ def _soak(ctx: Context, agent: Child, ns: str, node: str) -> dict[str, Any]:
             "growth_percent": (late / early - 1) * 100, "rss_max_mb": max(r for _, r in samples)}
 
 
-async def _group_state(url: str, stream: str, group: str) -> tuple[int, int]:
-    """(records the group has not handled yet, records it read) from XINFO GROUPS."""
+async def _group_state(url: str, stream: str, group: str) -> tuple[int | None, int]:
+    """(records the group has not handled yet, records it read) from XINFO GROUPS; None for the first
+    when Redis reports a null lag (it cannot tell, e.g. after entries were deleted)."""
     client = clients.redis_client(url)
     try:
         for info in await client.xinfo_groups(stream):
             if info["name"].decode() == group:
-                return int(info.get("lag") or 0) + int(info["pending"]), int(info.get("entries-read") or 0)
+                lag = info.get("lag")
+                behind = None if lag is None else int(lag) + int(info["pending"])
+                return behind, int(info.get("entries-read") or 0)
     finally:
         await client.aclose()
     return -1, 0
@@ -175,8 +178,12 @@ def _fill_rows(rows: list[Row], idle: dict[str, dict[str, float]]) -> None:
         rows[3].text = (f"RSS {soak['rss_early_mb']:.0f} -> {soak['rss_late_mb']:.0f} MB (max "
                         f"{soak['rss_max_mb']:.0f}), CPU {soak['cpu_percent']:.0f} % of a core")
         rows[3].note = (f"handled {soak['handled_per_s']:,.0f}/s of {soak['offered_per_s']:,.0f}/s offered; "
-                        f"{soak['behind_at_end']:,} behind at the end")
+                        f"{_count(soak['behind_at_end'])} behind at the end")
         rows[3].checks = [at_most(soak["growth_percent"], 5, f"RSS {soak['growth_percent']:+.1f} %", " %")]
+
+
+def _count(n: int | None) -> str:
+    return "unknown" if n is None else f"{n:,}"
 
 
 async def child(spec: dict[str, Any]) -> dict[str, Any]:
