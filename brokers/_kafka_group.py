@@ -101,7 +101,7 @@ class GroupMember(ConsumerRebalanceListener):
     # -- delivering ---------------------------------------------------------------------------
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
-        """Nacked records first, then the fetched batch, then the next fetch."""
+        """One at a time: a nacked record comes again before the records fetched after it."""
         self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
         while not self._closed:
             if self._redeliver:
@@ -117,6 +117,29 @@ class GroupMember(ConsumerRebalanceListener):
                     yield self._delivery(state, flight)
             elif not await self._fetch():
                 return
+
+    async def batches(self) -> AsyncIterator[list[Delivery]]:
+        """Nacked records first (counted in one round trip), then the fetched batch, then the next fetch;
+        a record nacked while its batch is handled comes again after that batch."""
+        self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
+        while not self._closed:
+            if self._redeliver:
+                again = [(state, flight) for state, flight in self._redeliver if not (state.revoked or flight.acked)]
+                self._redeliver.clear()
+                local = [flight.attempt + 1 for _, flight in again]
+                attempts = await self._count(again, local) if self._store and again else local
+                for (_, flight), attempt in zip(again, attempts, strict=True):
+                    flight.attempt = attempt
+                batch = [self._delivery(state, flight) for state, flight in again]
+            elif self._buffer:
+                batch = [self._delivery(state, flight) for state, flight in self._buffer if not state.revoked]
+                self._buffer.clear()
+            elif not await self._fetch():
+                return
+            else:
+                continue
+            if batch:
+                yield batch
 
     async def _fetch(self) -> bool:
         """The next batch into the buffer; False once the consumer was stopped. With an attempt store

@@ -11,11 +11,14 @@ conformance suite in tests/integration/test_broker_conformance.py. Backends impo
         async for delivery in broker.consume("ringrift:data", group="trainer"):
             ...                      # delivery.event is None when the record could not be decoded
             await delivery.ack()     # or nack(): deliver again (attempt + 1)
+        async for batch in broker.consume_batches("ringrift:data", group="trainer", batch_size=128):
+            ...                      # a list of deliveries: what one read handed over
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -202,12 +205,26 @@ class Broker(abc.ABC):
                                 key: str | None = None) -> list[str]:
         """Append many already-encoded records."""
 
-    @abc.abstractmethod
-    def consume(self, topic: str, group: str, consumer: str | None = None, *,
-                start: StartPosition = "earliest", batch_size: int = 100,
-                claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
+    async def consume(self, topic: str, group: str, consumer: str | None = None, *,
+                      start: StartPosition = "earliest", batch_size: int = 100,
+                      claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
         """Deliveries for one member of `group`. Members share the work; a dead member's
         unacknowledged deliveries go to another member. Undecodable records come with event=None."""
+        batches = self.consume_batches(topic, group, consumer, start=start, batch_size=batch_size,
+                                       claim_idle_ms=claim_idle_ms)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for delivery in batch:
+                    yield delivery
+
+    @abc.abstractmethod
+    def consume_batches(self, topic: str, group: str, consumer: str | None = None, *,
+                        start: StartPosition = "earliest", batch_size: int = 100,
+                        claim_idle_ms: int = 30_000) -> AsyncIterator[list[Delivery]]:
+        """`consume` a read at a time: each list is what one read from the broker handed over (1 to
+        `batch_size` deliveries, in order), so that a consumer can work on them together (one dedup
+        round trip for the lot) without a hand-off per delivery. The next read is made when the
+        consumer asks for the next list."""
 
     @abc.abstractmethod
     def read(self, topic: str, *, since: datetime | None = None, until: datetime | None = None,

@@ -76,6 +76,7 @@ class DedupStore(Protocol):
     async def commit(self, event: RouterEvent) -> None: ...
     async def fail(self, event: RouterEvent) -> None: ...
     async def release(self, event: RouterEvent) -> None: ...
+    async def release_many(self, events: Sequence[RouterEvent]) -> None: ...
     async def bump_epoch(self, event_ids: Iterable[str]) -> int: ...
     async def drop_replay(self, event_ids: Iterable[str]) -> None: ...
     async def close(self) -> None: ...
@@ -312,6 +313,18 @@ class RedisDedupStore(_Base):
         self._settled.discard(event.event_id)
         await self._settle_marks(event, drop_hash=True, mark="", what="dedup release")
 
+    async def release_many(self, events: Sequence[RouterEvent]) -> None:
+        """`release` for many events in one round trip (claims made and never handled)."""
+        if not events:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for event in events:
+            self._settled.discard(event.event_id)
+            args = [self._claimed.pop(event.event_id, ""), self._prefix, event.event_id, self._hash(event, True),
+                    "", _secs(self.id_ttl_s)]
+            await self._settle(keys=[self._replay_key(event.event_id)], args=args, client=pipe)  # queued
+        await _call(pipe.execute(), "dedup release")
+
     async def bump_epoch(self, event_ids: Iterable[str]) -> int:
         """Start a replay: these events pass the group's dedup once more. Returns the replay's epoch."""
         current = await _call(self._redis.get(self._epoch_key), "dedup epoch")
@@ -428,6 +441,10 @@ class MemoryDedupStore(_Base):
     async def release(self, event: RouterEvent) -> None:
         self._settled.discard(event.event_id)
         self._settle_marks(event, drop_hash=True, mark="")
+
+    async def release_many(self, events: Sequence[RouterEvent]) -> None:
+        for event in events:
+            await self.release(event)
 
     async def bump_epoch(self, event_ids: Iterable[str]) -> int:
         epoch = int(self._get(self._epoch_key) or 0) + 1

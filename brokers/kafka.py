@@ -13,6 +13,7 @@ aiokafka exceptions are translated into brokers.errors at the boundary (brokers/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -110,6 +111,7 @@ class KafkaBroker(Broker):
         s = self.settings
         return AIOKafkaConsumer(
             **{**self._client_options(), **options}, enable_auto_commit=False,
+            max_partition_fetch_bytes=max(s.fetch_partition_bytes, s.max_record_bytes + 64 * 1024),
             request_timeout_ms=max(s.request_timeout_ms, s.session_timeout_ms + 5000))
 
     async def _start_client(self, make: Callable[[], T], what: str) -> T:
@@ -294,8 +296,24 @@ class KafkaBroker(Broker):
     async def consume(self, topic: str, group: str, consumer: str | None = None, *,
                       start: StartPosition = "earliest", batch_size: int = 100,
                       claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
-        """`claim_idle_ms` does not apply: Kafka hands a dead member's partitions over by itself
-        when its session times out (`session_timeout_ms`) or at once when it leaves the group."""
+        """One at a time, a nacked record before the records after it. `claim_idle_ms` does not
+        apply: Kafka hands a dead member's partitions over by itself when its session times out
+        (`session_timeout_ms`) or at once when it leaves the group."""
+        async with self._member(topic, group, consumer, start, batch_size) as member:
+            async for delivery in member.deliveries():
+                yield delivery
+
+    async def consume_batches(self, topic: str, group: str, consumer: str | None = None, *,
+                              start: StartPosition = "earliest", batch_size: int = 100,
+                              claim_idle_ms: int = 30_000) -> AsyncIterator[list[Delivery]]:
+        async with self._member(topic, group, consumer, start, batch_size) as member:
+            async for batch in member.batches():
+                yield batch
+
+    @contextlib.asynccontextmanager
+    async def _member(self, topic: str, group: str, consumer: str | None, start: StartPosition,
+                      batch_size: int) -> AsyncIterator[GroupMember]:
+        """A member of `group` joined on `topic` for the block; it leaves the group at the end."""
         await self._partitions(topic)
         s = self.settings
         member = GroupMember(topic, group, batch_size, s)
@@ -310,8 +328,7 @@ class KafkaBroker(Broker):
         member.consumer = await self._start_client(make, f"join group {group!r} on {topic!r}")
         self._members.add(member)
         try:
-            async for delivery in member.deliveries():
-                yield delivery
+            yield member
         finally:
             self._members.discard(member)
             await member.close()

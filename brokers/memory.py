@@ -27,6 +27,7 @@ from brokers.base import (
     GroupLag,
     PartitionLag,
     Record,
+    Settle,
     StartPosition,
     check_size,
     decode_record,
@@ -120,9 +121,9 @@ class MemoryBroker(Broker):
             check_size(value, self.max_record_bytes, topic)
         return [await self.publish_raw(topic, value, key) for value in values]
 
-    async def consume(self, topic: str, group: str, consumer: str | None = None, *,
-                      start: StartPosition = "earliest", batch_size: int = 100,
-                      claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
+    async def consume_batches(self, topic: str, group: str, consumer: str | None = None, *,
+                              start: StartPosition = "earliest", batch_size: int = 100,
+                              claim_idle_ms: int = 30_000) -> AsyncIterator[list[Delivery]]:
         log = self._topic(topic)
         me = consumer or uuid4().hex
         state = log.groups.setdefault(group, _Group(cursor=0 if start == "earliest" else len(log.entries)))
@@ -141,27 +142,32 @@ class MemoryBroker(Broker):
                                if pending.consumer == me and seq not in state.redeliver)
         try:
             while True:
-                seq = self._next(log, state, me, claim_idle_ms / 1000)
-                if seq is None:
-                    waiter = asyncio.get_running_loop().create_future()
-                    log.waiters.add(waiter)
-                    try:
-                        await asyncio.wait_for(waiter, timeout=max(0.01, min(claim_idle_ms / 2000, 0.2)))
-                    except TimeoutError:
-                        pass
-                    if self._closed:
-                        return
+                batch: list[Delivery] = []
+                while len(batch) < batch_size and (seq := self._next(log, state, me, claim_idle_ms / 1000)) is not None:
+                    batch.append(self._delivery(topic, log.entries[seq], state.pending[seq].count, settle))
+                if batch:
+                    yield batch
                     continue
-                entry, pending = log.entries[seq], state.pending[seq]
-                event, error = decode_record(entry.value, topic=topic, partition=None, offset=entry.seq,
-                                             timestamp=entry.timestamp, headers=entry.headers)
-                yield Delivery(event=event, record_id=str(seq), topic=topic, key=entry.key,
-                               attempt=pending.count, error=error, raw=entry.value if event is None else None,
-                               timestamp=entry.timestamp, headers=entry.headers, settle=settle)
+                waiter = asyncio.get_running_loop().create_future()
+                log.waiters.add(waiter)
+                try:
+                    await asyncio.wait_for(waiter, timeout=max(0.01, min(claim_idle_ms / 2000, 0.2)))
+                except TimeoutError:
+                    pass
+                if self._closed:
+                    return
         finally:
             state.members[me] -= 1
             if state.members[me] <= 0:
                 del state.members[me]
+
+    @staticmethod
+    def _delivery(topic: str, entry: _Entry, attempt: int, settle: Settle) -> Delivery:
+        event, error = decode_record(entry.value, topic=topic, partition=None, offset=entry.seq,
+                                     timestamp=entry.timestamp, headers=entry.headers)
+        return Delivery(event=event, record_id=str(entry.seq), topic=topic, key=entry.key, attempt=attempt,
+                        error=error, raw=entry.value if event is None else None, timestamp=entry.timestamp,
+                        headers=entry.headers, settle=settle)
 
     @staticmethod
     def _next(log: _Topic, state: _Group, me: str, claim_idle_s: float) -> int | None:

@@ -231,9 +231,9 @@ class RedisStreamsBroker(Broker):
                 flush, lambda: BrokerUnavailable("ack interrupted: its flush was cancelled"), on_error=lost)
         return acker
 
-    async def consume(self, topic: str, group: str, consumer: str | None = None, *,
-                      start: StartPosition = "earliest", batch_size: int = 100,
-                      claim_idle_ms: int = 30_000) -> AsyncIterator[Delivery]:
+    async def consume_batches(self, topic: str, group: str, consumer: str | None = None, *,
+                              start: StartPosition = "earliest", batch_size: int = 100,
+                              claim_idle_ms: int = 30_000) -> AsyncIterator[list[Delivery]]:
         me = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         await self._ensure_group(topic, group, start)
         acker = self._acker(topic, group)
@@ -264,8 +264,8 @@ class RedisStreamsBroker(Broker):
                 if nacked:
                     redelivered = await self._reclaim(topic, group, me, nacked, settle)
                     held.add_all(d.record_id for d in redelivered)
-                    for delivery in redelivered:
-                        yield delivery
+                    if redelivered:
+                        yield redelivered
                     continue
                 if time.monotonic() >= next_claim:
                     next_claim = time.monotonic() + max(claim_idle_ms / 2000, 0.05)
@@ -273,8 +273,8 @@ class RedisStreamsBroker(Broker):
                     if claimed:
                         taken = await self._deliveries(topic, group, me, claimed, settle, counted=True)
                         held.add_all(d.record_id for d in taken)
-                        for delivery in taken:
-                            yield delivery
+                        if taken:
+                            yield taken
                         continue
                 if history is not None:
                     entries = await read(history)
@@ -287,8 +287,9 @@ class RedisStreamsBroker(Broker):
                     # A full batch: more is probably waiting; read it while this one is handled.
                     ahead = asyncio.ensure_future(read(">")) if len(entries) == batch_size else None
                     counted = False
-                for delivery in await self._deliveries(topic, group, me, entries, settle, counted=counted):
-                    yield delivery
+                batch = await self._deliveries(topic, group, me, entries, settle, counted=counted)
+                if batch:
+                    yield batch
         finally:
             keeper.cancel()
             if ahead is not None:  # left to finish by itself (see above)

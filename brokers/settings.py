@@ -99,6 +99,10 @@ class KafkaSettings:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     replication_factor: int = 1
+    # How much one fetch may bring per partition. aiokafka fetches a partition again only once the
+    # records of its last fetch were all handed out, and the consumer waits for that round trip: the
+    # client's 1 MiB (~2,700 small events) made a busy router wait on it a third of the time.
+    fetch_partition_bytes: int = 8 * _MIB
     attempt_store: Any = None  # brokers.attempts.AttemptStore, shared by the group
 
     @classmethod

@@ -7,17 +7,21 @@
 
 Every delivery goes: decode -> strict validation -> dedup claim -> handlers (first attempts, one
 timer for all of them: handlers.first_attempts) -> dedup settle -> ack. A batch's claims travel in
-one round trip, its commits and acks together after it, off the consumer's path (never an ack before its mark: if the
+one round trip, made while the batch before it is handled (coordination._claimed_batches); its
+commits and acks together after it, off the consumer's path (never an ack before its mark: if the
 process dies in between, the record comes back and is dropped as a duplicate, or handled again when
-its mark never landed). A handler that fails its first attempt is retried beside the stream
-(coordination._retries): the events behind it go on; its record is acknowledged when the retries end,
-handled or dead-lettered. Redeliveries and single deliveries go one at a time through `_handle`.
+its mark never landed). A consumer that stops commits and acknowledges what it handled and releases
+the claims of what it did not, so that those records come back as first deliveries.
+A handler that fails its first attempt is retried beside the stream (coordination._retries): the
+events behind it go on; its record is acknowledged when the retries end, handled or dead-lettered.
+Redeliveries go one at a time through `_handle`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -25,8 +29,8 @@ from typing import Any
 
 from brokers.base import Broker, Delivery, ack_all
 from brokers.dedup import DedupStore, Verdict
+from coordination._claimed_batches import ClaimedBatch, ClaimedBatches
 from coordination._deadlines import Deadlines
-from coordination._delivery_batches import delivery_batches
 from coordination._retries import Retries
 from coordination.config import RouterConfig
 from coordination.dlq import DeadLetterQueue, Stage, dead_letter_for
@@ -43,6 +47,9 @@ _RETRY_LIMIT = 512  # events in retry at once per router; a consumer with more w
 # What became of a claimed delivery: handled, its dedup commit left to the batch (_DONE); settled, only
 # its ack is left (_SETTLED); in retry, which commits and acknowledges it when it ends (_DEFERRED).
 _DONE, _SETTLED, _DEFERRED = "done", "settled", "deferred"
+# Handlers that never wait would keep the loop for a whole batch; the broker clients' replies (the
+# next fetch, acks, heartbeats) are read between handlings every this many deliveries.
+_YIELD_EVERY = 32
 
 
 class DeliveryHandling:
@@ -78,10 +85,11 @@ class DeliveryHandling:
         while me is None or not me.cancelling():
             try:
                 # reads of a few batches at once: fewer round trips to the broker (and to the Kafka
-                # bus's attempt store) per record, while the batches are handled one at a time
-                deliveries = broker.consume(topic, c.group, c.consumer, start=c.start_position,
-                                            claim_idle_ms=c.claim_idle_ms, batch_size=4 * c.consume_batch)
-                async with contextlib.aclosing(delivery_batches(deliveries, c.consume_batch)) as batches:
+                # bus's attempt store) per record, while the batches are claimed and handled one by one
+                reads = broker.consume_batches(topic, c.group, c.consumer, start=c.start_position,
+                                               claim_idle_ms=c.claim_idle_ms, batch_size=4 * c.consume_batch)
+                async with ClaimedBatches(reads, functools.partial(self._claim_ahead, bus), self._let_go,
+                                          limit=c.consume_batch) as batches:
                     async for batch in batches:
                         await self._handle_batch(bus, batch)
                         if me is not None and me.cancelling():
@@ -96,35 +104,57 @@ class DeliveryHandling:
 
     # -- one batch, one delivery ------------------------------------------------------------------
 
-    async def _handle_batch(self, bus: str, batch: list[Delivery]) -> None:
-        """A batch: dedup claims of its first deliveries in one round trip, handlers in order, then
-        their commits and acks together in the background. Anything else goes through `_handle`."""
-        claimable = [d for d in batch if self._claimable(d)]
-        if len(claimable) < 2:
-            for delivery in batch:
-                await self._handle(bus, delivery)
-            return
+    def _claim_ahead(self, bus: str, deliveries: list[Delivery]) -> ClaimedBatch:
+        """Start the claims of a batch's first deliveries (ClaimedBatches calls this while the batch
+        before it is handled)."""
+        claimable = [d for d in deliveries if self._claimable(d)]
+        if not claimable:
+            return ClaimedBatch(deliveries, claimable, None)
         assert self._dedup is not None
         items = [(d.event, self._position(bus, d), self._content_dedup(d.event)) for d in claimable]  # type: ignore[arg-type]
-        verdicts = await self._dedup.claim_many(items)  # type: ignore[arg-type]
-        if len(claimable) == len(batch):
-            pairs: Any = zip(batch, verdicts, strict=True)
+        return ClaimedBatch(deliveries, claimable, asyncio.ensure_future(self._dedup.claim_many(items)))  # type: ignore[arg-type]
+
+    async def _handle_batch(self, bus: str, batch: ClaimedBatch) -> None:
+        """Handlers in order, with the verdicts claimed ahead; then the commits and acks together, in
+        the background. Deliveries that could not be claimed ahead go through `_handle`. Interrupted
+        (stop, or the store failed), what was handled is still committed and acknowledged, and the
+        claims of what was not are released."""
+        if batch.claim is None:
+            for delivery in batch.deliveries:
+                await self._handle(bus, delivery)
+            return
+        try:
+            verdicts = await asyncio.shield(batch.claim)  # cancelled, the claim may still land: let it, then release
+        except asyncio.CancelledError:
+            self._let_go([batch])
+            raise
+        if len(batch.claimable) == len(batch.deliveries):
+            pairs: Any = zip(batch.deliveries, verdicts, strict=True)
         else:
-            by_delivery = dict(zip(map(id, claimable), verdicts, strict=True))
-            pairs = ((d, by_delivery.get(id(d))) for d in batch)
+            by_delivery = dict(zip(map(id, batch.claimable), verdicts, strict=True))
+            pairs = ((d, by_delivery.get(id(d))) for d in batch.deliveries)
         done: list[RouterEvent] = []
         acks: list[Delivery] = []
-        for delivery, verdict in pairs:
-            if verdict is None:
-                await self._handle(bus, delivery)
-                continue
-            settled = await self._settle_claim(bus, delivery, verdict)
-            if settled is _DONE:
-                done.append(delivery.event)  # type: ignore[arg-type]
-            if settled is not _DEFERRED:
-                acks.append(delivery)
-        if done or acks:
-            self._in_background(self._commit_then_ack(done, acks))
+        unsettled = {id(d) for d, verdict in zip(batch.claimable, verdicts, strict=True) if verdict is Verdict.NEW}
+        try:
+            for n, (delivery, verdict) in enumerate(pairs, 1):
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if verdict is None:
+                    await self._handle(bus, delivery)
+                    continue
+                settled = await self._settle_claim(bus, delivery, verdict)
+                unsettled.discard(id(delivery))
+                if settled is _DONE:
+                    done.append(delivery.event)  # type: ignore[arg-type]
+                if settled is not _DEFERRED:
+                    acks.append(delivery)
+        finally:
+            if done or acks:
+                self._in_background(self._commit_then_ack(done, acks))
+            if unsettled:
+                self._in_background(self._release([d.event for d in batch.claimable  # type: ignore[misc]
+                                                   if id(d) in unsettled]))
 
     async def _handle(self, bus: str, delivery: Delivery) -> None:
         """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
@@ -138,7 +168,12 @@ class DeliveryHandling:
         else:
             assert self._dedup is not None
             verdict = await self._dedup.claim(event, self._position(bus, delivery), content=self._content_dedup(event))
-            settled = await self._settle_claim(bus, delivery, verdict)
+            try:
+                settled = await self._settle_claim(bus, delivery, verdict)
+            except BaseException:
+                if verdict is Verdict.NEW:  # interrupted: the record comes back and is claimed anew
+                    self._in_background(self._release([event]))
+                raise
             if settled is _DEFERRED:
                 return
             if settled is _DONE:
@@ -263,6 +298,21 @@ class DeliveryHandling:
                     await (delivery.nack() if id(delivery.event) in uncommitted else delivery.ack())
                 raise
         await ack_all(acks)
+
+    def _let_go(self, batches: list[ClaimedBatch]) -> None:
+        """Batches claimed ahead and never handled (the consumer stopped): their claims are released
+        once they land."""
+        self._in_background(self._release_when_claimed(batches))
+
+    async def _release_when_claimed(self, batches: list[ClaimedBatch]) -> None:
+        claims = [b.claim for b in batches if b.claim is not None]
+        if claims:
+            await asyncio.wait(claims)
+        await self._release([d.event for b in batches for d in b.claimed_new()])  # type: ignore[misc]
+
+    async def _release(self, events: list[RouterEvent]) -> None:
+        if events and self._dedup is not None:
+            await self._dedup.release_many(events)
 
     def _in_background(self, settling: Coroutine[Any, Any, None]) -> None:
         """Commits and acks do not hold the consumer up; stop() waits for them."""

@@ -15,7 +15,7 @@
     RINGRIFT_EVENT_HANDLER_TIMEOUT   600    seconds, async and sync handlers
     RINGRIFT_HANDLER_MAX_ATTEMPTS    3      attempts per handler before the dead letter
     RINGRIFT_MAX_DELIVERIES          5      deliveries of one record before a "crash" dead letter
-    RINGRIFT_CONSUME_BATCH           128    deliveries claimed and committed per dedup round trip (1: one in flight)
+    RINGRIFT_CONSUME_BATCH           128    deliveries claimed (one batch ahead) and committed per dedup round trip
     RINGRIFT_DEDUP_EXEMPT_TYPES      comma list of types never content-deduplicated
     RINGRIFT_ROUTER_START            latest | earliest: where a new consumer group starts
     RINGRIFT_EVENT_VALIDATION_STRICT read by schemas.events (strict validation)

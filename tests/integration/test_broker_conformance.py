@@ -159,6 +159,33 @@ async def test_a_live_member_keeps_what_it_is_still_handling(broker: Broker) -> 
         await holder.aclose()
 
 
+async def test_batches_come_in_order_within_the_size_and_nacked_ones_come_again(broker: Broker) -> None:
+    topic = unique("conf")
+    await broker.ensure_topic(topic)
+    await broker.publish_batch(topic, [_event(i) for i in range(25)], key="one-key")
+    sizes: list[int] = []
+    firsts: list[Delivery] = []
+    again: list[Delivery] = []
+    batches = broker.consume_batches(topic, unique("g"), batch_size=10)
+    async with asyncio.timeout(20):
+        async for batch in batches:
+            sizes.append(len(batch))
+            for delivery in batch:
+                if delivery.attempt > 1:
+                    again.append(delivery)
+                    await delivery.ack()
+                else:
+                    firsts.append(delivery)
+                    await (delivery.nack() if delivery.event.payload["n"] % 10 == 3 else delivery.ack())
+            if len(firsts) == 25 and len(again) == 3:
+                break
+    await batches.aclose()  # type: ignore[attr-defined]
+    assert [d.event.payload["n"] for d in firsts] == list(range(25))
+    assert all(1 <= size <= 10 for size in sizes), sizes
+    assert sorted(d.event.payload["n"] for d in again) == [3, 13, 23]
+    assert {d.attempt for d in again} == {2}
+
+
 async def test_nack_redelivers_with_a_higher_attempt(broker: Broker) -> None:
     topic = unique("conf")
     await broker.ensure_topic(topic)

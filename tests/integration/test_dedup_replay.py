@@ -101,3 +101,15 @@ async def test_a_batch_of_claims_judges_each_event_as_single_claims_would(
     lost = RouterEvent.new("MODEL_PROMOTED", {"m": 13})
     assert await member.claim_many([(lost, "p5", True)]) == [Verdict.NEW]
     assert await other.claim_many([(lost, "p5", True)]) == [Verdict.NEW]
+
+
+async def test_released_claims_are_claimed_anew_and_their_content_is_free_again(
+        stores: tuple[RedisDedupStore, RedisDedupStore, str]) -> None:
+    member, other, _ = stores
+    events = [RouterEvent.new("MODEL_PROMOTED", {"m": n}) for n in range(3)]
+    assert await member.claim_many([(e, f"p{n}", True) for n, e in enumerate(events)]) == [Verdict.NEW] * 3
+    await member.release_many(events[:2])  # claimed ahead, never handled: the consumer stopped
+    twin = RouterEvent.new("MODEL_PROMOTED", {"m": 0})  # another id, the content of a released one
+    assert await other.claim(twin, "q0") is Verdict.NEW
+    assert await other.claim(events[1], "q1") is Verdict.NEW  # not a takeover: a first claim
+    assert await other.claim(events[2], "q2") is Verdict.DUPLICATE_ID  # still held by the member

@@ -149,3 +149,13 @@ def test_config_from_env() -> None:
     assert (d.kafka_url, d.cross_topic, d.dlq_topic, d.data_topic) == (
         "kafka://127.0.0.1:9092", "ringrift.events", "ringrift.dlq", "ringrift:data")
     assert "TRAINING_HEARTBEAT" in d.dedup_exempt_types
+
+
+async def test_released_claims_are_claimed_anew() -> None:
+    store = _store()
+    events = [RouterEvent.new("MODEL_PROMOTED", {"m": n}) for n in range(3)]
+    assert await store.claim_many([(e, f"p{n}", True) for n, e in enumerate(events)]) == [Verdict.NEW] * 3
+    await store.release_many(events[:2])
+    assert await store.claim(RouterEvent.new("MODEL_PROMOTED", {"m": 0}), "q0") is Verdict.NEW
+    assert await store.claim(events[1], "q1") is Verdict.NEW
+    assert await store.claim(events[2], "q2") is Verdict.DUPLICATE_ID
