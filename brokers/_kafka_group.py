@@ -23,6 +23,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 
 from brokers._kafka_errors import CLIENT_ERRORS, REBALANCED_ERRORS, stop_client, translate
+from brokers.attempts import partition_name
 from brokers.base import Delivery, decode_record
 from brokers.errors import BrokerError
 from brokers.settings import KafkaSettings
@@ -170,7 +171,7 @@ class GroupMember(ConsumerRebalanceListener):
                 continue
             state = self._states.get(tp)
             if state is None:  # normally made by on_partitions_assigned already
-                state = self._states[tp] = _Partition(tp, f"{tp.topic}:{tp.partition}")
+                state = self._states[tp] = _Partition(tp, partition_name(tp.topic, tp.partition))
             first_fetch = first_fetch or state.committed < 0
             flights = [_InFlight(record) for record in records]
             state.pending.extend(flights)
@@ -250,7 +251,11 @@ class GroupMember(ConsumerRebalanceListener):
                     log.info("group %r rebalanced before a commit (%s); unacked records of the moved "
                              "partitions will be delivered again", self.group, exc)
                 except Exception as exc:  # whatever it was: retried, the records are not lost
-                    log.warning("%s; retrying", translate(exc, f"commit offsets of group {self.group!r}"))
+                    what = translate(exc, f"commit offsets of group {self.group!r}")
+                    if self._closed:  # no next commit: the group resumes from the last one
+                        log.warning("%s; the records acked since the last commit will be delivered again", what)
+                    else:
+                        log.warning("%s; retrying", what)
                     self._acked_again[:0] = cleared
                     return False
         if cleared and self._store is not None:
@@ -271,7 +276,7 @@ class GroupMember(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:  # positions restart from the committed offsets: start afresh
-            self._states[tp] = _Partition(tp, f"{tp.topic}:{tp.partition}")
+            self._states[tp] = _Partition(tp, partition_name(tp.topic, tp.partition))
 
     async def close(self) -> None:
         """Commit what is acked, then leave the group. Idempotent."""

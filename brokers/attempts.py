@@ -26,9 +26,14 @@ from redis import exceptions as redis_errors
 
 from brokers._redis_errors import translate_redis_error
 
-__all__ = ["AttemptStore", "MemoryAttemptStore", "Position", "RedisAttemptStore"]
+__all__ = ["AttemptStore", "MemoryAttemptStore", "Position", "RedisAttemptStore", "partition_name"]
 
 Position = tuple[str, int]  # ("<topic>:<partition>", offset)
+
+
+def partition_name(topic: str, partition: int) -> str:
+    """How a partition is named in positions and counters."""
+    return f"{topic}:{partition}"
 
 
 @runtime_checkable

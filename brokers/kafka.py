@@ -31,7 +31,7 @@ from brokers._kafka_errors import CLIENT_ERRORS, SIZE_ERRORS, probe_auth, stop_c
 from brokers._kafka_group import GroupMember, key_str
 from brokers._kafka_read import MergedRange, parse_id, position_reader
 from brokers._retry import retry_within_budget
-from brokers.attempts import AttemptStore
+from brokers.attempts import AttemptStore, partition_name
 from brokers.base import (
     Broker,
     Capabilities,
@@ -405,5 +405,5 @@ class KafkaBroker(Broker):
         counts = await admin.rewind(topic, tps, group, since, until, dry_run=dry_run)
         store = self.settings.attempt_store
         if store is not None and not dry_run:  # the range is handed over afresh: attempt 1
-            await store.forget(group, [f"{tp.topic}:{tp.partition}" for tp in tps])
+            await store.forget(group, [partition_name(tp.topic, tp.partition) for tp in tps])
         return counts
