@@ -47,9 +47,6 @@ _RETRY_LIMIT = 512  # events in retry at once per router; a consumer with more w
 # What became of a claimed delivery: handled, its dedup commit left to the batch (_DONE); settled, only
 # its ack is left (_SETTLED); in retry, which commits and acknowledges it when it ends (_DEFERRED).
 _DONE, _SETTLED, _DEFERRED = "done", "settled", "deferred"
-# Handlers that never wait would keep the loop for a whole batch; the broker clients' replies (the
-# next fetch, acks, heartbeats) are read between handlings every this many deliveries.
-_YIELD_EVERY = 32
 
 
 class DeliveryHandling:
@@ -137,9 +134,7 @@ class DeliveryHandling:
         acks: list[Delivery] = []
         unsettled = {id(d) for d, verdict in zip(batch.claimable, verdicts, strict=True) if verdict is Verdict.NEW}
         try:
-            for n, (delivery, verdict) in enumerate(pairs, 1):
-                if n % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            for delivery, verdict in pairs:
                 if verdict is None:
                     await self._handle(bus, delivery)
                     continue
