@@ -21,12 +21,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from brokers._redis_errors import translate_redis_error
 
 __all__ = ["AttemptStore", "MemoryAttemptStore", "Position", "RedisAttemptStore", "partition_name"]
+
+_json = msgspec.json.encode
 
 Position = tuple[str, int]  # ("<topic>:<partition>", offset)
 
@@ -93,28 +96,28 @@ class MemoryAttemptStore:
 
 
 # KEYS: per partition its mark, then its counters (a hash: offset -> deliveries after the first).
-# ARGV: the TTL in seconds, then per partition the number of its offsets followed by them, ascending.
-# Returns the attempt numbers in order.
+# ARGV: the TTL in seconds, then ONE JSON array holding per partition the array of its offsets,
+# ascending (one argument: redis-py packs every argument in Python, which cost more than the script).
+# Returns only what is not a first delivery, flat: {index in the batch (0-based), attempt, ...}.
 _COUNT = """
 local ttl = ARGV[1]
+local batch = cjson.decode(ARGV[2])
 local out = {}
-local a = 2
+local k = 0
 for p = 1, #KEYS, 2 do
   local mark = tonumber(redis.call('GET', KEYS[p]) or '-1')
-  local n = tonumber(ARGV[a])
   local top = mark
   local again = false
-  for i = a + 1, a + n do
-    local offset = tonumber(ARGV[i])
+  for _, offset in ipairs(batch[(p + 1) / 2]) do
     if offset > mark then
-      out[#out + 1] = 1
       if offset > top then top = offset end
     else
-      out[#out + 1] = redis.call('HINCRBY', KEYS[p + 1], ARGV[i], 1) + 1
+      out[#out + 1] = k
+      out[#out + 1] = redis.call('HINCRBY', KEYS[p + 1], string.format('%d', offset), 1) + 1
       again = true
     end
+    k = k + 1
   end
-  a = a + n + 1
   redis.call('SET', KEYS[p], string.format('%d', top), 'EX', ttl)
   if again then redis.call('EXPIRE', KEYS[p + 1], ttl) end
 end
@@ -142,23 +145,21 @@ class RedisAttemptStore:
         if not positions:
             return []
         keys: list[str] = []
-        args: list[int] = [self._ttl_s]
         grouped = _by_partition(positions)
-        for partition, offsets in grouped.items():
+        for partition in grouped:
             keys.extend(self._keys(group, partition))
-            args.append(len(offsets))
-            args.extend(offsets)
         try:
-            counts = await self._count(keys=keys, args=args)
+            again = await self._count(keys=keys, args=[self._ttl_s, _json(list(grouped.values()))])
         except (redis_errors.RedisError, OSError) as exc:
             raise translate_redis_error(exc, "attempt store: count delivery attempts") from exc
-        if len(grouped) == 1:
-            return [int(value) for value in counts]
-        # The script answered partition by partition: put the answers back in the callers' order.
-        found = iter(counts)
-        by_position = {(partition, offset): int(next(found)) for partition, offsets in grouped.items()
-                       for offset in offsets}
-        return [by_position[position] for position in positions]
+        # The script numbered the offsets partition by partition: map them back to the callers' order.
+        counts = [1] * len(positions)
+        if again:
+            order = [(partition, offset) for partition, offsets in grouped.items() for offset in offsets]
+            index = {position: i for i, position in enumerate(positions)}
+            for k in range(0, len(again), 2):
+                counts[index[order[int(again[k])]]] = int(again[k + 1])
+        return counts
 
     async def clear_many(self, group: str, positions: Sequence[Position]) -> None:
         if not positions:

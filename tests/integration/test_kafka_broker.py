@@ -351,6 +351,16 @@ async def test_the_attempt_store_counts_redeliveries_only_and_forgets_on_rewind(
     assert await store.count("g", [("t:0", 0), ("t:0", 1), ("t:1", 0)]) == [1, 1, 1]
 
 
+async def test_the_attempt_store_counts_large_offsets_and_a_big_batch_in_order(store: RedisAttemptStore) -> None:
+    big = 5_000_000_000  # past 32 bits: a long-lived partition
+    batch = [("t:0", big + n) for n in range(500)]
+    assert await store.count("g", batch) == [1] * 500
+    again = [("t:1", 7), ("t:0", big + 499), ("t:0", big + 500), ("t:0", big + 3)]
+    assert await store.count("g", again) == [1, 2, 1, 2]
+    await store.clear_many("g", [("t:0", big + 3)])  # acked: its counter is gone
+    assert await store.count("g", [("t:0", big + 3), ("t:0", big + 499)]) == [2, 3]
+
+
 async def test_a_rewound_range_comes_back_with_attempt_one(store: RedisAttemptStore) -> None:
     async with KafkaBroker(KAFKA_URL, attempt_store=store, **FAST) as broker:
         topic, group = await _topic(broker), unique("g")
