@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -36,6 +36,13 @@ __all__ = ["GroupMember", "key_str"]
 log = logging.getLogger("brokers.kafka")  # the backend's logger: operators configure one name
 _FETCH_WAIT_MS = 200  # one getmany() waits this long, so a nack from another task is seen soon
 _COMMIT_RETRY_S = 1.0  # a failed commit is retried after this long
+
+
+def _take(queue: deque[tuple[_Partition, _InFlight]], limit: int,
+          wanted: Callable[[_Partition, _InFlight], bool]) -> list[tuple[_Partition, _InFlight]]:
+    """Up to `limit` items off the front of `queue`, keeping those `wanted` says still count."""
+    taken = [queue.popleft() for _ in range(min(limit, len(queue)))]
+    return [(state, flight) for state, flight in taken if wanted(state, flight)]
 
 
 def key_str(key: bytes | None) -> str | None:
@@ -101,46 +108,26 @@ class GroupMember(ConsumerRebalanceListener):
 
     # -- delivering ---------------------------------------------------------------------------
 
-    async def deliveries(self) -> AsyncIterator[Delivery]:
-        """One at a time: a nacked record comes again before the records fetched after it."""
+    async def batches(self, limit: int) -> AsyncIterator[list[Delivery]]:
+        """Up to `limit` deliveries at a time: nacked records first (counted in one round trip), then
+        the fetched ones, then the next fetch. A record nacked while its batch is handled comes again
+        after that batch (with `limit` 1: before the records fetched after it)."""
         self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
         while not self._closed:
             if self._redeliver:
-                state, flight = self._redeliver.popleft()
-                if state.revoked or flight.acked:
-                    continue
-                local = flight.attempt + 1
-                flight.attempt = (await self._count([(state, flight)], [local]))[0] if self._store else local
-                yield self._delivery(state, flight)
-            elif self._buffer:
-                state, flight = self._buffer.popleft()
-                if not state.revoked:
-                    yield self._delivery(state, flight)
-            elif not await self._fetch():
-                return
-
-    async def batches(self) -> AsyncIterator[list[Delivery]]:
-        """Nacked records first (counted in one round trip), then the fetched batch, then the next fetch;
-        a record nacked while its batch is handled comes again after that batch."""
-        self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
-        while not self._closed:
-            if self._redeliver:
-                again = [(state, flight) for state, flight in self._redeliver if not (state.revoked or flight.acked)]
-                self._redeliver.clear()
+                again = _take(self._redeliver, limit, lambda state, flight: not (state.revoked or flight.acked))
                 local = [flight.attempt + 1 for _, flight in again]
                 attempts = await self._count(again, local) if self._store and again else local
                 for (_, flight), attempt in zip(again, attempts, strict=True):
                     flight.attempt = attempt
-                batch = [self._delivery(state, flight) for state, flight in again]
             elif self._buffer:
-                batch = [self._delivery(state, flight) for state, flight in self._buffer if not state.revoked]
-                self._buffer.clear()
+                again = _take(self._buffer, limit, lambda state, flight: not state.revoked)
             elif not await self._fetch():
                 return
             else:
                 continue
-            if batch:
-                yield batch
+            if again:
+                yield [self._delivery(state, flight) for state, flight in again]
 
     async def _fetch(self) -> bool:
         """The next batch into the buffer; False once the consumer was stopped. With an attempt store

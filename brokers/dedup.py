@@ -299,19 +299,23 @@ class RedisDedupStore(_Base):
         for event in events:
             settled.add(event.event_id)
 
-    async def _settle_marks(self, event: RouterEvent, *, drop_hash: bool, mark: str, what: str) -> None:
+    def _settle_args(self, event: RouterEvent, *, drop_hash: bool, mark: str) -> tuple[list[str], list[str]]:
+        """The settle script's keys and arguments for `event` (its claim is forgotten here)."""
         epoch = self._claimed.pop(event.event_id, "")
-        args = [epoch, self._prefix, event.event_id, self._hash(event, True) if drop_hash else "", mark,
-                _secs(self.id_ttl_s)]
-        await _call(self._settle(keys=[self._replay_key(event.event_id)], args=args), what)
+        return [self._replay_key(event.event_id)], [epoch, self._prefix, event.event_id,
+                                                    self._hash(event, True) if drop_hash else "", mark,
+                                                    _secs(self.id_ttl_s)]
+
+    async def _settle_marks(self, event: RouterEvent, *, drop_hash: bool, mark: str, what: str) -> None:
+        keys, args = self._settle_args(event, drop_hash=drop_hash, mark=mark)
+        await _call(self._settle(keys=keys, args=args), what)
 
     async def fail(self, event: RouterEvent) -> None:
         await self._settle_marks(event, drop_hash=True, mark="failed", what="dedup fail")
         self._settled.add(event.event_id)
 
     async def release(self, event: RouterEvent) -> None:
-        self._settled.discard(event.event_id)
-        await self._settle_marks(event, drop_hash=True, mark="", what="dedup release")
+        await self.release_many([event])
 
     async def release_many(self, events: Sequence[RouterEvent]) -> None:
         """`release` for many events in one round trip (claims made and never handled)."""
@@ -320,9 +324,8 @@ class RedisDedupStore(_Base):
         pipe = self._redis.pipeline(transaction=False)
         for event in events:
             self._settled.discard(event.event_id)
-            args = [self._claimed.pop(event.event_id, ""), self._prefix, event.event_id, self._hash(event, True),
-                    "", _secs(self.id_ttl_s)]
-            await self._settle(keys=[self._replay_key(event.event_id)], args=args, client=pipe)  # queued
+            keys, args = self._settle_args(event, drop_hash=True, mark="")
+            await self._settle(keys=keys, args=args, client=pipe)  # queued in the pipeline
         await _call(pipe.execute(), "dedup release")
 
     async def bump_epoch(self, event_ids: Iterable[str]) -> int:

@@ -300,14 +300,14 @@ class KafkaBroker(Broker):
         apply: Kafka hands a dead member's partitions over by itself when its session times out
         (`session_timeout_ms`) or at once when it leaves the group."""
         async with self._member(topic, group, consumer, start, batch_size) as member:
-            async for delivery in member.deliveries():
+            async for (delivery,) in member.batches(1):
                 yield delivery
 
     async def consume_batches(self, topic: str, group: str, consumer: str | None = None, *,
                               start: StartPosition = "earliest", batch_size: int = 100,
                               claim_idle_ms: int = 30_000) -> AsyncIterator[list[Delivery]]:
         async with self._member(topic, group, consumer, start, batch_size) as member:
-            async for batch in member.batches():
+            async for batch in member.batches(batch_size):
                 yield batch
 
     @contextlib.asynccontextmanager

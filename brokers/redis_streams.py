@@ -331,13 +331,14 @@ class RedisStreamsBroker(Broker):
                                        min=entries[0][0], max=entries[-1][0], count=len(entries) * 2,
                                        consumername=me)
             counts = {p["message_id"]: p["times_delivered"] for p in pending}
-        out = []
+        out, deleted = [], []
         for entry_id, fields in entries:
-            rid = entry_id.decode()
-            if fields is None:  # deleted while pending
-                await self._call(self.client.xack, f"ack on {topic}", topic, group, entry_id)
+            if fields is None:  # deleted while pending: nothing left to deliver
+                deleted.append(entry_id)
                 continue
-            out.append(self._delivery(topic, rid, fields, counts.get(entry_id, 1), settle))
+            out.append(self._delivery(topic, entry_id.decode(), fields, counts.get(entry_id, 1), settle))
+        if deleted:
+            await self._call(self.client.xack, f"ack on {topic}", topic, group, *deleted)
         return out
 
     @staticmethod

@@ -1,17 +1,16 @@
 """Running one subscriber on one event: off-loop for sync handlers, a timeout, retries, the outcome.
 
-    outcome = await run_handler(handler, event, policy)
-    outcome.ok / outcome.timed_out / outcome.error / outcome.attempts
+    failures = await first_attempts(subscribers, event, deadlines)     # None: every handler succeeded
     outcome = await retry_handler(handler, event, policy, first_failure)   # after a failed first attempt
-
-    failures = await first_attempts(subscribers, event, deadlines)     # the router's consumers
+    outcome.ok / outcome.timed_out / outcome.error / outcome.attempts
 
 The router's consumers run an event's first attempts with `first_attempts` (one timer for all their
 attempts, coordination._deadlines; `Subscriber`s worked out at subscribe time) and hand a failure
 to `retry_handler`, off their path.
 
 A sync handler runs in a worker thread (`asyncio.to_thread`, so it never blocks the loop); an async
-one is awaited. Each attempt runs under `asyncio.timeout(policy.timeout_s)`. A failed or timed-out
+one is awaited. A first attempt is bounded by the deadlines' budget, a retry by
+`asyncio.timeout(policy.timeout_s)`. A failed or timed-out
 attempt is retried with exponential back-off and jitter (tenacity) up to `policy.max_attempts`.
 A timed-out sync handler's thread cannot be killed: it keeps running to its end, its result ignored.
 While a handler runs, `current_event()` is the event it handles (events it publishes inherit the
@@ -39,7 +38,7 @@ from schemas.envelope import RouterEvent
 
 __all__ = ["Failures", "Handler", "HandlerObserver", "HandlerOutcome", "HandlerTimeout", "RetryPolicy", "Subscriber",
            "add_handler_observer", "current_event", "first_attempts", "handler_name", "remove_handler_observer",
-           "retry_handler", "run_handler"]
+           "retry_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -202,19 +201,6 @@ async def first_attempts(subscribers: Sequence[Subscriber], event: RouterEvent,
     finally:
         _current.reset(token)
     return failures
-
-
-async def run_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy) -> HandlerOutcome:
-    """Run `handler(event)` within the policy; never raises an Exception (cancellation passes)."""
-    name = handler_name(handler)
-    started = time.perf_counter() if _observers else 0.0
-    try:
-        await _attempt(handler, event, policy.timeout_s)
-    except Exception as exc:
-        _observe(event, name, started, False)
-        return await retry_handler(handler, event, policy, exc, name=name)
-    _observe(event, name, started, True)
-    return HandlerOutcome(handler=name, attempts=1)
 
 
 async def retry_handler(handler: Handler, event: RouterEvent, policy: RetryPolicy, first_failure: BaseException,

@@ -81,3 +81,25 @@ async def test_streams_are_trimmed_to_about_stream_maxlen(redis_service: str) ->
         await broker.publish_batch(topic, [RouterEvent.new("TRAINING_PROGRESS", {"n": i}) for i in range(1000)])
         length = len([r async for r in broker.read(topic)])
     assert 100 <= length < 1000
+
+
+async def test_entries_deleted_while_pending_are_skipped_and_settled(redis_service: str) -> None:
+    topic, group = unique("deleted"), unique("g")
+    async with brokers.connect(redis_service) as broker:
+        ids = await broker.publish_batch(topic, [RouterEvent.new("TRAINING_PROGRESS", {"n": i}) for i in range(4)])
+        first = broker.consume_batches(topic, group, "member-a", batch_size=10)
+        assert [d.record_id for d in await anext(first)] == ids  # read, not acknowledged
+        await first.aclose()  # type: ignore[attr-defined]
+        client = aioredis.Redis.from_url(redis_service)
+        try:
+            await client.xdel(topic, ids[1], ids[2])  # trimmed or deleted by hand while pending
+            again = broker.consume_batches(topic, group, "member-a", batch_size=10)  # the same member restarts
+            redelivered = await anext(again)
+            assert [d.record_id for d in redelivered] == [ids[0], ids[3]]
+            for delivery in redelivered:
+                await delivery.ack()
+            await again.aclose()  # type: ignore[attr-defined]
+            await broker.close()  # the acks are flushed
+            assert (await client.xpending(topic, group))["pending"] == 0  # the deleted ones were settled too
+        finally:
+            await client.aclose()

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from coordination._deadlines import Deadlines
 from coordination.daemon_manager import DaemonManager
 from coordination.daemon_types import DaemonManagerConfig
-from coordination.handlers import RetryPolicy, run_handler
+from coordination.handlers import Subscriber, first_attempts
 from coordination.log_format import JsonFormatter, configure_logging
 from schemas.envelope import RouterEvent
 
@@ -68,7 +69,7 @@ async def test_json_lines_logged_in_async_and_sync_handlers_carry_the_event(capt
         log.info("sync saw %s", e.event_type)
 
     for handler in (on_async, on_sync):
-        assert (await run_handler(handler, event, RetryPolicy(timeout_s=5.0))).ok
+        assert await first_attempts([Subscriber(handler)], event, Deadlines(5.0)) is None
     log.info("after")
     first, second, after = captured.json()
     for line in (first, second):
@@ -127,7 +128,7 @@ async def test_text_lines_append_the_context(captured: Capture) -> None:
     async def handler(e: RouterEvent) -> None:
         log.warning("promoted")
 
-    await run_handler(handler, event, RetryPolicy(timeout_s=5.0))
+    assert await first_attempts([Subscriber(handler)], event, Deadlines(5.0)) is None
     log.warning("plain")
     promoted, plain = captured.text()
     assert promoted.endswith(f"WARNING ringrift.test: promoted [event_id={event.event_id} event_type=MODEL_PROMOTED "

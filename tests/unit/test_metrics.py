@@ -9,11 +9,12 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
+from coordination._deadlines import Deadlines
 from coordination.config import RouterConfig
 from coordination.daemon_manager import DaemonManager
 from coordination.daemon_types import DaemonManagerConfig
 from coordination.event_router import RouterEvent, UnifiedEventRouter
-from coordination.handlers import RetryPolicy, add_handler_observer, remove_handler_observer, run_handler
+from coordination.handlers import Subscriber, add_handler_observer, first_attempts, remove_handler_observer
 from coordination.metrics import node_registry
 from tests.support import unique
 
@@ -102,8 +103,8 @@ async def test_a_failing_observer_does_not_fail_the_handling() -> None:
     add_handler_observer(broken)
     add_handler_observer(recording)
     try:
-        outcome = await run_handler(handler, RouterEvent.new("MODEL_PROMOTED", {}), RetryPolicy(timeout_s=5.0))
+        failures = await first_attempts([Subscriber(handler)], RouterEvent.new("MODEL_PROMOTED", {}), Deadlines(5.0))
     finally:
         remove_handler_observer(broken)
         remove_handler_observer(recording)
-    assert outcome.ok and calls == [("MODEL_PROMOTED", "handler", True)]
+    assert failures is None and calls == [("MODEL_PROMOTED", "handler", True)]
