@@ -39,6 +39,7 @@ from redis import exceptions as rexc
 from brokers._coalesce import Coalescer
 from brokers._redis_admin import RedisGroupAdmin
 from brokers._redis_connection import connection_class
+from brokers._redis_entries import EVENT, KEY, entry_delivery, has_event, id_time, keep_raw_replies
 from brokers._redis_errors import translate_redis_error
 from brokers._redis_leases import HeldEntries
 from brokers._retry import retry_within_budget
@@ -50,14 +51,12 @@ from brokers.base import (
     Record,
     StartPosition,
     check_size,
-    decode_record,
 )
 from brokers.errors import AuthenticationFailed, BrokerClosed, BrokerError, BrokerUnavailable, ConfigurationError
 from brokers.settings import RedisSettings
 
 __all__ = ["RedisStreamsBroker", "translate_redis_error"]
 
-_EVENT, _KEY = b"event", b"key"
 _ACK_DRAIN_S = 5.0  # close() waits this long at most for acks still on their way
 log = logging.getLogger(__name__)
 _json = msgspec.json.encode
@@ -69,10 +68,6 @@ _XACK = "return redis.call('XACK', KEYS[1], ARGV[1], unpack(cjson.decode(ARGV[2]
 def _ms_to_id(seconds: float, upper: bool) -> str:
     ms = int(seconds * 1000)
     return f"{ms}-18446744073709551615" if upper else f"{ms}-0"
-
-
-def _id_time(entry_id: str) -> float:
-    return int(entry_id.partition("-")[0]) / 1000
 
 
 class RedisStreamsBroker(Broker):
@@ -114,6 +109,7 @@ class RedisStreamsBroker(Broker):
             socket_timeout=s.socket_timeout_s, decode_responses=False, protocol=2,
             client_name=f"ringrift-{socket.gethostname()}-{os.getpid()}", connection_class=connection_class(s.url),
             **extra)
+        keep_raw_replies(client)
 
         async def ping() -> None:
             try:
@@ -167,9 +163,9 @@ class RedisStreamsBroker(Broker):
     async def publish_raw(self, topic: str, value: bytes, key: str | None = None,
                           headers: Sequence[tuple[str, bytes]] | None = None) -> str:
         check_size(value, self.max_record_bytes, topic)
-        fields = {_EVENT: value}
+        fields = {EVENT: value}
         if key is not None:
-            fields[_KEY] = key.encode()
+            fields[KEY] = key.encode()
         for name, raw in headers or ():
             fields[name.encode()] = raw
         item = (topic, fields)
@@ -180,8 +176,8 @@ class RedisStreamsBroker(Broker):
                                 key: str | None = None) -> list[str]:
         for value in values:
             check_size(value, self.max_record_bytes, topic)
-        extra = {_KEY: key.encode()} if key is not None else {}
-        items = [(topic, {_EVENT: value, **extra}) for value in values]
+        extra = {KEY: key.encode()} if key is not None else {}
+        items = [(topic, {EVENT: value, **extra}) for value in values]
         results = await retry_within_budget(lambda: self._flush_xadds(items), self.settings.retry_budget_s,
                                             f"publish batch to {topic}")
         for result in results:
@@ -332,29 +328,17 @@ class RedisStreamsBroker(Broker):
                                        consumername=me)
             counts = {p["message_id"]: p["times_delivered"] for p in pending}
         out, deleted = [], []
-        for entry_id, fields in entries:
+        for entry in entries:
+            if entry is None:  # an id XCLAIM did not find
+                continue
+            entry_id, fields = entry
             if fields is None:  # deleted while pending: nothing left to deliver
                 deleted.append(entry_id)
                 continue
-            out.append(self._delivery(topic, entry_id.decode(), fields, counts.get(entry_id, 1), settle))
+            out.append(entry_delivery(topic, entry_id.decode(), fields, counts.get(entry_id, 1), settle))
         if deleted:
             await self._call(self.client.xack, f"ack on {topic}", topic, group, *deleted)
         return out
-
-    @staticmethod
-    def _delivery(topic: str, rid: str, fields: dict[bytes, bytes], attempt: int, settle: Any) -> Delivery:
-        raw = fields.get(_EVENT)
-        key = fields[_KEY].decode() if _KEY in fields else None
-        ts = _id_time(rid)
-        if raw is None:
-            names = ", ".join(sorted(f.decode("utf-8", "replace") for f in fields))
-            return Delivery(event=None, record_id=rid, topic=topic, key=key, attempt=attempt, timestamp=ts,
-                            error=f"stream entry has no 'event' field (fields: {names})",
-                            raw=repr(fields).encode(), settle=settle)
-        headers = [(f.decode(), v) for f, v in fields.items() if f.startswith(b"ce_")] or None
-        event, error = decode_record(raw, topic=topic, partition=None, offset=rid, timestamp=ts, headers=headers)
-        return Delivery(event=event, record_id=rid, topic=topic, key=key, attempt=attempt, error=error,
-                        raw=raw if event is None else None, timestamp=ts, headers=headers, settle=settle)
 
     # -- replay ------------------------------------------------------------------------------------
 
@@ -369,10 +353,10 @@ class RedisStreamsBroker(Broker):
             entries = await self._call(self.client.xrange, f"read {topic}", topic, low, high, count=page)
             for entry_id, fields in entries:
                 rid = entry_id.decode()
-                if _EVENT not in fields:
+                if not has_event(fields):
                     continue  # ensure_topic's marker and foreign non-event entries are not events
-                delivery = self._delivery(topic, rid, fields, 1, _no_settle)
-                yield Record(event=delivery.event, record_id=rid, timestamp=_id_time(rid), key=delivery.key,
+                delivery = entry_delivery(topic, rid, fields, 1, _no_settle)
+                yield Record(event=delivery.event, record_id=rid, timestamp=id_time(rid), key=delivery.key,
                              error=delivery.error, raw=delivery.raw)
             if len(entries) < page:
                 return

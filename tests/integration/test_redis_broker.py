@@ -75,6 +75,25 @@ async def test_an_entry_without_an_event_field_surfaces_with_its_fields(redis_se
     assert "no 'event' field (fields: payload, type)" in delivery.error
 
 
+async def test_an_entry_with_a_key_and_cloudevents_fields_written_by_hand_is_read_whole(redis_service: str) -> None:
+    topic = unique("hand_ce")
+    client = aioredis.Redis.from_url(redis_service)
+    await client.xadd(topic, {"ce_specversion": "1.0", "ce_type": "training_completed", "ce_id": "ce-7",
+                              "ce_source": "trainer-3", "key": "hex8_2p", "event": '{"epochs": 4}'})
+    await client.aclose()
+    async with brokers.connect(redis_service, block_ms=100) as broker:
+        stream = broker.consume(topic, unique("g"))
+        async with asyncio.timeout(10):
+            delivery = await anext(stream)
+        await stream.aclose()
+        [record] = [r async for r in broker.read(topic)]
+    assert delivery.error is None and delivery.key == "hex8_2p"
+    assert (delivery.event.event_type, delivery.event.event_id, delivery.event.payload) == \
+        ("TRAINING_COMPLETED", "ce-7", {"epochs": 4})
+    assert dict(delivery.headers)["ce_source"] == b"trainer-3"
+    assert (record.event.event_id, record.key) == ("ce-7", "hex8_2p")
+
+
 async def test_streams_are_trimmed_to_about_stream_maxlen(redis_service: str) -> None:
     topic = unique("trim")
     async with brokers.connect(redis_service, stream_maxlen=100) as broker:
