@@ -341,6 +341,16 @@ class UnifiedEventRouter:
     async def _send(self, event: RouterEvent, routes: tuple[bool, bool, bool], key: str | None) -> None:
         spool = self._open_spool()
         targets = self._targets(event, routes, key)
+        if spool is None and len(targets) == 1 and self._local is not None:  # the common case, kept short
+            bus, topic, part_key = targets[0]
+            try:
+                await self._publish_one(bus, topic, part_key, encode(event))
+            except BrokerError as exc:
+                if exc.retriable:
+                    raise _unavailable(event, {bus: exc}) from exc
+                raise
+            self._flow["published", bus, event.event_type] += 1
+            return
         # a bus with records waiting in the spool gets this one behind them (order per bus)
         direct = [t for t in targets if spool is None or not spool.depth(t[0])]
         failed: dict[str, BaseException] = {}
@@ -369,10 +379,7 @@ class UnifiedEventRouter:
             if not isinstance(exc, BrokerError) or not exc.retriable:
                 raise exc
         if failed and spool is None:
-            first = next(iter(failed.values()))
-            buses = " and ".join(failed) + (" buses are" if len(failed) > 1 else " bus is")
-            raise BrokerUnavailable(f"publish of {event.event_type} {event.event_id} failed: the {buses} "
-                                    f"unavailable ({first})") from first
+            raise _unavailable(event, failed) from next(iter(failed.values()))
         for bus, topic, part_key in targets:
             if spool is not None and (bus in failed or (bus, topic, part_key) not in direct):
                 await asyncio.to_thread(spool.append, new_record(bus, topic, value, part_key, event.event_id))
@@ -475,6 +482,13 @@ class UnifiedEventRouter:
 
 
 _router: UnifiedEventRouter | None = None
+
+
+def _unavailable(event: RouterEvent, failed: Mapping[str, BaseException]) -> BrokerUnavailable:
+    """The error of a publish that no bus took and no spool kept."""
+    buses = " and ".join(failed) + (" buses are" if len(failed) > 1 else " bus is")
+    return BrokerUnavailable(f"publish of {event.event_type} {event.event_id} failed: the {buses} "
+                             f"unavailable ({next(iter(failed.values()))})")
 
 
 def get_router() -> UnifiedEventRouter:

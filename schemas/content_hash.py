@@ -35,11 +35,14 @@ _utf16_order_differs = re.compile(rb"[\xee-\xf4]").search  # UTF-8 lead bytes of
 _sha256 = hashlib.sha256
 
 
+_VOLATILE = frozenset(VOLATILE_PAYLOAD_KEYS)
+_heads: dict[str, bytes] = {}  # event type -> the canonical JSON up to its payload
+
+
 def _strip_volatile(payload: dict[str, Any]) -> dict[str, Any]:
-    for key in VOLATILE_PAYLOAD_KEYS:
-        if key in payload:
-            return {k: v for k, v in payload.items() if k not in VOLATILE_PAYLOAD_KEYS}
-    return payload
+    if _VOLATILE.isdisjoint(payload):
+        return payload
+    return {k: v for k, v in payload.items() if k not in _VOLATILE}
 
 
 def js_number(value: float) -> str:
@@ -85,7 +88,12 @@ def canonical_json(event_type: str, payload: dict[str, Any]) -> bytes:
     if not body.isascii() and _utf16_order_differs(body) is not None:
         body = rfc8785.dumps(payload)
     # "event_type" sorts before "payload", so the outer object is built by hand.
-    return b'{"event_type":' + _encode_sorted(event_type) + b',"payload":' + body + b"}"
+    head = _heads.get(event_type)
+    if head is None:
+        head = b'{"event_type":' + _encode_sorted(event_type) + b',"payload":'
+        if len(_heads) < 4096:  # the catalog's types and a few more; unknown types are not all kept
+            _heads[event_type] = head
+    return head + body + b"}"
 
 
 def content_hash(event_type: str, payload: dict[str, Any] | None) -> str:

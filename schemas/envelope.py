@@ -80,6 +80,10 @@ class RouterEvent(msgspec.Struct, kw_only=True):
         """A fresh event: normalised type, new UUID, now, a new trace id, its content hash."""
         name = normalize_event_type(event_type)
         body = dict(payload) if payload else {}
+        if not fields:  # the common case, without the look-ups below
+            event_id, trace_id = _new_ids()
+            return cls(event_type=name, payload=body, timestamp=time.time(), source=source, event_id=event_id,
+                       trace_id=trace_id, content_hash=_hashing.content_hash(name, body))
         if not fields.get("event_id") or not fields.get("trace_id"):
             event_id, trace_id = _new_ids()
             fields.setdefault("event_id", event_id)
