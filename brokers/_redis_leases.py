@@ -55,9 +55,7 @@ class HeldEntries:
         self._since: dict[str, float] = {}  # record id -> when it was delivered or last kept
 
     def add_all(self, record_ids: Iterable[str]) -> None:
-        now = time.monotonic()
-        for record_id in record_ids:
-            self._since[record_id] = now
+        self._since.update(dict.fromkeys(record_ids, time.monotonic()))
 
     def discard(self, record_id: str) -> None:
         self._since.pop(record_id, None)

@@ -96,11 +96,13 @@ class _SettledCache:
         return False
 
     def add(self, event_id: str) -> None:
-        if self._size:
-            self._ids[event_id] = None
-            self._ids.move_to_end(event_id)
-            while len(self._ids) > self._size:
-                self._ids.popitem(last=False)
+        ids = self._ids
+        if event_id in ids:
+            ids.move_to_end(event_id)
+        elif self._size:
+            ids[event_id] = None
+            if len(ids) > self._size:
+                ids.popitem(last=False)
 
     def discard(self, event_id: str) -> None:
         self._ids.pop(event_id, None)

@@ -132,24 +132,27 @@ class DeliveryHandling:
             pairs = ((d, by_delivery.get(id(d))) for d in batch.deliveries)
         done: list[RouterEvent] = []
         acks: list[Delivery] = []
-        unsettled = {id(d) for d, verdict in zip(batch.claimable, verdicts, strict=True) if verdict is Verdict.NEW}
+        handled = 0  # deliveries of the batch settled or handed to retries, in order
         try:
             for delivery, verdict in pairs:
                 if verdict is None:
                     await self._handle(bus, delivery)
-                    continue
-                settled = await self._settle_claim(bus, delivery, verdict)
-                unsettled.discard(id(delivery))
-                if settled is _DONE:
-                    done.append(delivery.event)  # type: ignore[arg-type]
-                if settled is not _DEFERRED:
-                    acks.append(delivery)
+                else:
+                    settled = await self._settle_claim(bus, delivery, verdict)
+                    if settled is _DONE:
+                        done.append(delivery.event)  # type: ignore[arg-type]
+                    if settled is not _DEFERRED:
+                        acks.append(delivery)
+                handled += 1
         finally:
             if done or acks:
                 self._in_background(self._commit_then_ack(done, acks))
-            if unsettled:
-                self._in_background(self._release([d.event for d in batch.claimable  # type: ignore[misc]
-                                                   if id(d) in unsettled]))
+            if handled < len(batch.deliveries):  # interrupted: what was claimed and not reached is let go
+                left = set(map(id, batch.deliveries[handled:]))
+                unsettled = [d.event for d, verdict in zip(batch.claimable, verdicts, strict=True)
+                             if verdict is Verdict.NEW and id(d) in left]
+                if unsettled:
+                    self._in_background(self._release(unsettled))  # type: ignore[arg-type]
 
     async def _handle(self, bus: str, delivery: Delivery) -> None:
         """One delivery, start to ack. Infrastructure errors propagate (no ack: it comes back)."""
@@ -212,7 +215,11 @@ class DeliveryHandling:
         c, event = self.config, delivery.event
         assert event is not None and self._dedup is not None
         if verdict is Verdict.NEW:
-            failures = await self._dispatch(bus, event)
+            # each handler's first attempt, in order (no coroutine layer of its own: it is per event)
+            event.origin = ORIGIN[bus]
+            self._history.append(event)
+            self._flow["consumed", bus, event.event_type] += 1
+            failures = await first_attempts(self._subscribers_for(event.event_type), event, self._attempts)
             if not failures:
                 return _DONE
             if self.policy.max_attempts > 1:
@@ -230,13 +237,6 @@ class DeliveryHandling:
                          else "content_duplicates_prevented"] += 1
             self._flow["deduplicated", bus, event.event_type] += 1
         return _SETTLED
-
-    async def _dispatch(self, bus: str, event: RouterEvent) -> Failures | None:
-        """Each handler's first attempt, in order; the ones that failed, with their errors (None: none)."""
-        event.origin = ORIGIN[bus]
-        self._history.append(event)
-        self._flow["consumed", bus, event.event_type] += 1
-        return await first_attempts(self._subscribers_for(event.event_type), event, self._attempts)
 
     async def _retry(self, bus: str, delivery: Delivery, event: RouterEvent, failures: Failures) -> None:
         """In a Retries task: the failed handlers' remaining attempts, then the mark and the ack."""
