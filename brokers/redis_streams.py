@@ -5,12 +5,12 @@ and CloudEvents binary-mode attributes as `ce_*` fields), so any client can publ
 
     redis-cli XADD ringrift:data '*' event '{"event_type":"TRAINING_COMPLETED","payload":{}}'
 
-Publishes from many tasks are coalesced into one pipeline per round trip. Acks do not wait for
-Redis: `ack()` queues the id and returns, one background task sends whatever is queued as one XACK
-(retried within the budget; a lost ack is logged and its entry simply comes again, as after a crash
-before the ack), and `close()` sends what is left. When a read comes back full, the next one is sent
-at once, so it travels while the batch is handled. Streams are trimmed by approximate MAXLEN on
-every XADD (`stream_maxlen`).
+Publishes from many tasks are coalesced: one script call per stream and round trip adds them all
+(brokers/_redis_xadd.py). Acks do not wait for Redis: `ack()` queues the id and returns, one
+background task sends whatever is queued as one XACK (retried within the budget; a lost ack is
+logged and its entry simply comes again, as after a crash before the ack), and `close()` sends what
+is left. When a read comes back full, the next one is sent at once, so it travels while the batch is
+handled. Streams are trimmed by approximate MAXLEN on every XADD (`stream_maxlen`).
 A member's unacknowledged entries are handed to another member by XAUTOCLAIM once idle for
 `claim_idle_ms` (a live member keeps those it is still handling: brokers/_redis_leases.py); a
 restarted member with the same name gets its own pending entries first.
@@ -42,6 +42,7 @@ from brokers._redis_connection import connection_class
 from brokers._redis_entries import EVENT, KEY, entry_delivery, has_event, id_time, keep_raw_replies
 from brokers._redis_errors import translate_redis_error
 from brokers._redis_leases import HeldEntries
+from brokers._redis_xadd import Entry, StreamAppender
 from brokers._retry import retry_within_budget
 from brokers.base import (
     Broker,
@@ -77,13 +78,21 @@ class RedisStreamsBroker(Broker):
         self.url = url
         self.settings = RedisSettings.from_url(url, **options)
         self._client: aioredis.Redis | None = None
-        self._publisher: Coalescer[tuple[str, dict[bytes, bytes]], str] = Coalescer(
-            self._flush_xadds, lambda: BrokerUnavailable("publish interrupted: its flush was cancelled"))
+        self._appender: StreamAppender | None = None
+        self._publisher: Coalescer[Entry, str] = Coalescer(
+            lambda entries: self.appender.append(entries),
+            lambda: BrokerUnavailable("publish interrupted: its flush was cancelled"))
         self._ackers: dict[tuple[str, str], Coalescer[str, None]] = {}
 
     @property
     def max_record_bytes(self) -> int:
         return self.settings.max_record_bytes
+
+    @property
+    def appender(self) -> StreamAppender:
+        if self._appender is None:
+            self._appender = StreamAppender(self.client, self.settings.stream_maxlen)
+        return self._appender
 
     @property
     def client(self) -> aioredis.Redis:
@@ -137,7 +146,7 @@ class RedisStreamsBroker(Broker):
 
     async def close(self) -> None:
         await asyncio.gather(*(acker.drained(_ACK_DRAIN_S) for acker in list(self._ackers.values())))
-        client, self._client = self._client, None
+        client, self._client, self._appender = self._client, None, None
         if client is not None:
             await client.aclose()
 
@@ -177,27 +186,22 @@ class RedisStreamsBroker(Broker):
         for value in values:
             check_size(value, self.max_record_bytes, topic)
         extra = {KEY: key.encode()} if key is not None else {}
-        items = [(topic, {EVENT: value, **extra}) for value in values]
-        results = await retry_within_budget(lambda: self._flush_xadds(items), self.settings.retry_budget_s,
-                                            f"publish batch to {topic}")
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return results  # type: ignore[return-value]
+        entries = [(topic, {EVENT: value, **extra}) for value in values]
+        ids: list[str | None] = [None] * len(entries)
 
-    async def _flush_xadds(self, items: list[tuple[str, dict[bytes, bytes]]]) -> list[str | BaseException]:
-        maxlen = self.settings.stream_maxlen
-        try:
-            if len(items) == 1:
-                topic, fields = items[0]
-                return [(await self.client.xadd(topic, fields, maxlen=maxlen, approximate=True)).decode()]
-            pipe = self.client.pipeline(transaction=False)
-            for topic, fields in items:
-                pipe.xadd(topic, fields, maxlen=maxlen, approximate=True)
-            replies = await pipe.execute(raise_on_error=False)
-        except (rexc.RedisError, OSError) as exc:
-            raise translate_redis_error(exc, "publish") from exc
-        return [translate_redis_error(r, "publish") if isinstance(r, Exception) else r.decode() for r in replies]
+        async def the_rest() -> None:  # entries a failed call carried are sent again, the others not
+            todo = [index for index, rid in enumerate(ids) if rid is None]
+            failed: BaseException | None = None
+            for index, result in zip(todo, await self.appender.append([entries[i] for i in todo]), strict=True):
+                if isinstance(result, BaseException):
+                    failed = failed or result
+                else:
+                    ids[index] = result
+            if failed is not None:
+                raise failed
+
+        await retry_within_budget(the_rest, self.settings.retry_budget_s, f"publish batch to {topic}")
+        return ids  # type: ignore[return-value]
 
     # -- consume -----------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import brokers
-from brokers import AuthenticationFailed, BrokerUnavailable
+from brokers import AuthenticationFailed, BrokerError, BrokerUnavailable
 from schemas.envelope import RouterEvent
 from tests.support import unique
 
@@ -92,6 +92,35 @@ async def test_an_entry_with_a_key_and_cloudevents_fields_written_by_hand_is_rea
         ("TRAINING_COMPLETED", "ce-7", {"epochs": 4})
     assert dict(delivery.headers)["ce_source"] == b"trainer-3"
     assert (record.event.event_id, record.key) == ("ce-7", "hex8_2p")
+
+
+async def test_a_publish_to_a_key_that_is_not_a_stream_fails_alone(redis_service: str) -> None:
+    good, bad = unique("good"), unique("not_a_stream")
+    client = aioredis.Redis.from_url(redis_service)
+    await client.set(bad, "a plain string")
+    try:
+        async with brokers.connect(redis_service) as broker:
+            # published together: one flush carries both streams' entries
+            results = await asyncio.gather(*(broker.publish_raw(topic, b'{"event_type":"NODE_RECOVERED"}')
+                                             for topic in (good, bad, good)), return_exceptions=True)
+        assert isinstance(results[1], BrokerError) and "WRONGTYPE" in str(results[1])
+        assert not isinstance(results[1], BrokerUnavailable)  # not retried: it cannot get better
+        assert [isinstance(r, str) for r in results] == [True, False, True]
+        assert await client.xlen(good) == 2 and await client.get(bad) == b"a plain string"
+    finally:
+        await client.delete(good, bad)
+        await client.aclose()
+
+
+async def test_a_batch_larger_than_one_script_call_is_added_whole_and_in_order(redis_service: str) -> None:
+    topic = unique("big_batch")
+    values = [f'{{"event_type":"NODE_RECOVERED","payload":{{"n":{n},"pad":"{"x" * 900_000}"}}}}'.encode()
+              for n in range(20)]  # ~18 MB: three calls of at most 8 MiB
+    async with brokers.connect(redis_service) as broker:
+        ids = await broker.publish_raw_batch(topic, values)
+        read = [r async for r in broker.read(topic)]
+    assert [r.record_id for r in read] == ids and len(set(ids)) == 20
+    assert [r.event.payload["n"] for r in read] == list(range(20))
 
 
 async def test_streams_are_trimmed_to_about_stream_maxlen(redis_service: str) -> None:
