@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 import brokers
 from brokers import AuthenticationFailed, BrokerError, BrokerUnavailable
+from brokers.base import Delivery, Record
 from schemas.envelope import RouterEvent
 from tests.support import unique
 
@@ -61,32 +62,30 @@ async def test_a_restarted_member_gets_its_own_pending_entries_first(redis_servi
     assert [d.attempt for d in again] == [2, 2]
 
 
-async def test_an_entry_without_an_event_field_surfaces_with_its_fields(redis_service: str) -> None:
+async def _written_by_hand(redis_service: str, fields: dict[str, str]) -> tuple[Delivery, list[Record]]:
+    """An entry added with a plain client, as the broker delivers it and as a replay reads it."""
     topic = unique("hand")
     client = aioredis.Redis.from_url(redis_service)
-    await client.xadd(topic, {"payload": "{}", "type": "X"})
+    await client.xadd(topic, fields)
     await client.aclose()
     async with brokers.connect(redis_service, block_ms=100) as broker:
         stream = broker.consume(topic, unique("g"))
         async with asyncio.timeout(10):
             delivery = await anext(stream)
         await stream.aclose()
+        return delivery, [r async for r in broker.read(topic)]
+
+
+async def test_an_entry_without_an_event_field_surfaces_with_its_fields(redis_service: str) -> None:
+    delivery, _ = await _written_by_hand(redis_service, {"payload": "{}", "type": "X"})
     assert delivery.event is None
     assert "no 'event' field (fields: payload, type)" in delivery.error
 
 
 async def test_an_entry_with_a_key_and_cloudevents_fields_written_by_hand_is_read_whole(redis_service: str) -> None:
-    topic = unique("hand_ce")
-    client = aioredis.Redis.from_url(redis_service)
-    await client.xadd(topic, {"ce_specversion": "1.0", "ce_type": "training_completed", "ce_id": "ce-7",
-                              "ce_source": "trainer-3", "key": "hex8_2p", "event": '{"epochs": 4}'})
-    await client.aclose()
-    async with brokers.connect(redis_service, block_ms=100) as broker:
-        stream = broker.consume(topic, unique("g"))
-        async with asyncio.timeout(10):
-            delivery = await anext(stream)
-        await stream.aclose()
-        [record] = [r async for r in broker.read(topic)]
+    delivery, [record] = await _written_by_hand(redis_service, {
+        "ce_specversion": "1.0", "ce_type": "training_completed", "ce_id": "ce-7", "ce_source": "trainer-3",
+        "key": "hex8_2p", "event": '{"epochs": 4}'})
     assert delivery.error is None and delivery.key == "hex8_2p"
     assert (delivery.event.event_type, delivery.event.event_id, delivery.event.payload) == \
         ("TRAINING_COMPLETED", "ce-7", {"epochs": 4})
