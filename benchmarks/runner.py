@@ -126,13 +126,17 @@ def main(argv: list[str] | None = None) -> None:
     ctx = Context(settings, launcher, missing, err)
     started, code_before = time.time(), _source_fingerprint()
     rows: list[Row] = []
+    took: dict[str, float] = {}  # workload -> seconds it ran
     for name in selected:
         module = importlib.import_module(MODULES[name])
+        begun = time.time()
         try:
             rows += module.run(ctx)
         except Exception as exc:  # one workload's failure must not cost the others' figures
             err.print(f"[red]bench: {name} failed: {type(exc).__name__}: {exc}[/red]", highlight=False)
             rows.append(Row(name, TITLES[name], "-", "ours", error=f"the workload failed: {type(exc).__name__}: {exc}"))
+        took[name] = round(time.time() - begun, 1)
+        ctx.progress(f"{name} took {took[name]:.0f} s")
     elapsed = time.time() - started
     code_after = _source_fingerprint()
     if code_after != code_before:
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                   "the figures mix two versions[/yellow]", highlight=False)
     machine = _machine(launcher)
     meta = {"mode": "quick" if args.quick else "full", "workloads": selected, "elapsed_s": round(elapsed, 1),
+            "workload_s": took,
             "record_bytes": RECORD_BYTES, "faststream": _faststream_version(missing), "services": services,
             "machine": machine, "settings": settings.as_dict(), "code": {"start": code_before, "end": code_after},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))}
