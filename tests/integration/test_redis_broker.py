@@ -93,6 +93,24 @@ async def test_an_entry_with_a_key_and_cloudevents_fields_written_by_hand_is_rea
     assert (record.event.event_id, record.key) == ("ce-7", "hex8_2p")
 
 
+async def test_a_publish_with_a_key_and_cloudevents_headers_is_consumed_whole(redis_service: str) -> None:
+    topic = unique("ce_out")
+    headers = [("ce_specversion", b"1.0"), ("ce_type", b"training_completed"), ("ce_id", b"ce-9"),
+               ("ce_source", b"trainer-4")]
+    async with brokers.connect(redis_service, block_ms=100) as broker:
+        plain, with_headers = await asyncio.gather(  # one flush: entries of 1 and of 6 fields side by side
+            broker.publish_raw(topic, b'{"event_type":"NODE_RECOVERED","payload":{"n":1}}'),
+            broker.publish_raw(topic, b'{"epochs": 4}', "hex8_2p", headers))
+        stream = broker.consume(topic, unique("g"))
+        async with asyncio.timeout(10):
+            first, second = await anext(stream), await anext(stream)
+        await stream.aclose()
+    assert (first.record_id, first.key, first.headers, first.event.payload) == (plain, None, None, {"n": 1})
+    assert (second.record_id, second.key, second.headers) == (with_headers, "hex8_2p", headers)
+    assert (second.event.event_type, second.event.event_id, second.event.payload) == \
+        ("TRAINING_COMPLETED", "ce-9", {"epochs": 4})
+
+
 async def test_a_publish_to_a_key_that_is_not_a_stream_fails_alone(redis_service: str) -> None:
     good, bad = unique("good"), unique("not_a_stream")
     client = aioredis.Redis.from_url(redis_service)
