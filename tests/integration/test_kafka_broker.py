@@ -26,8 +26,9 @@ from tests.support import KAFKA_BOOTSTRAP, KAFKA_URL, REDIS_URL, require_service
 
 pytestmark = pytest.mark.integration
 
-_HOST = KAFKA_BOOTSTRAP.split(",")[0].rpartition(":")[0]
-SASL_BOOTSTRAP = os.environ.get("RINGRIFT_KAFKA_SASL_BOOTSTRAP", f"{_HOST}:9094")
+_HOST, _, _PORT = KAFKA_BOOTSTRAP.split(",")[0].rpartition(":")
+# scripts/services puts the SASL listener two ports above the plain one (9092 -> 9094)
+SASL_BOOTSTRAP = os.environ.get("RINGRIFT_KAFKA_SASL_BOOTSTRAP", f"{_HOST}:{int(_PORT) + 2}")
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "retry_budget_s": 5}
 
 
