@@ -10,7 +10,9 @@ refuses it) fails alone, with its error in its place in the reply, as in a pipel
     results = await appender.append([(topic, {b"event": value}), ...])   # an id or an error each
 
 A call carries at most `_CALL_BYTES` of values (Redis refuses a request past its query-buffer limit),
-so a large flush is cut into several calls, in order.
+so a large flush is cut into several calls, in order. When a call fails as a whole (the
+connection), the calls after it are not tried: their entries get the same error, so a flush waits
+out one timeout, not one per call.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class StreamAppender:
 
     async def append(self, entries: Sequence[Entry]) -> list[str | BrokerError]:
         """Add `entries` (each stream's in their order); one id per entry, or the error that entry
-        met. A call that fails as a whole (the connection) fails only the entries it carried."""
-        results: list[str | BrokerError] = [BrokerError("publish: not sent")] * len(entries)
+        met. A call that fails as a whole fails its entries and those of the calls after it."""
+        results: list[str | BrokerError | None] = [None] * len(entries)
         for topic, call in _calls(entries):
             counts, fields = [], []
             for index in call:
@@ -65,13 +67,11 @@ class StreamAppender:
                 replies = await self._script(keys=[topic], args=[self._maxlen, _json(counts), *fields])
             except (rexc.RedisError, OSError) as exc:
                 error = translate_redis_error(exc, "publish")
-                for index in call:
-                    results[index] = error
-                continue
+                return [error if result is None else result for result in results]
             for index, reply in zip(call, replies, strict=True):
                 results[index] = translate_redis_error(reply, "publish") if isinstance(reply, Exception) \
                     else reply.decode()
-        return results
+        return results  # type: ignore[return-value]
 
 
 def _calls(entries: Sequence[Entry]) -> list[tuple[str, list[int]]]:

@@ -80,7 +80,7 @@ class RedisStreamsBroker(Broker):
         self._client: aioredis.Redis | None = None
         self._appender: StreamAppender | None = None
         self._publisher: Coalescer[Entry, str] = Coalescer(
-            lambda entries: self.appender.append(entries),
+            lambda entries: self._stream_appender.append(entries),
             lambda: BrokerUnavailable("publish interrupted: its flush was cancelled"))
         self._ackers: dict[tuple[str, str], Coalescer[str, None]] = {}
 
@@ -89,7 +89,7 @@ class RedisStreamsBroker(Broker):
         return self.settings.max_record_bytes
 
     @property
-    def appender(self) -> StreamAppender:
+    def _stream_appender(self) -> StreamAppender:
         if self._appender is None:
             self._appender = StreamAppender(self.client, self.settings.stream_maxlen)
         return self._appender
@@ -189,10 +189,10 @@ class RedisStreamsBroker(Broker):
         entries = [(topic, {EVENT: value, **extra}) for value in values]
         ids: list[str | None] = [None] * len(entries)
 
-        async def the_rest() -> None:  # entries a failed call carried are sent again, the others not
+        async def send_unsent() -> None:  # entries a failed call carried go again, the others not
             todo = [index for index, rid in enumerate(ids) if rid is None]
             failed: BaseException | None = None
-            for index, result in zip(todo, await self.appender.append([entries[i] for i in todo]), strict=True):
+            for index, result in zip(todo, await self._stream_appender.append([entries[i] for i in todo]), strict=True):
                 if isinstance(result, BaseException):
                     failed = failed or result
                 else:
@@ -200,7 +200,7 @@ class RedisStreamsBroker(Broker):
             if failed is not None:
                 raise failed
 
-        await retry_within_budget(the_rest, self.settings.retry_budget_s, f"publish batch to {topic}")
+        await retry_within_budget(send_unsent, self.settings.retry_budget_s, f"publish batch to {topic}")
         return ids  # type: ignore[return-value]
 
     # -- consume -----------------------------------------------------------------------------------
